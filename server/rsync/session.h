@@ -1,0 +1,45 @@
+// The rsync transfer that follows the daemon handshake.
+//
+// server/daemon/ does the text phase (greeting, module choice, access control, auth, the
+// argument list) and then calls run_rsync_session() with the connection's two fds. Everything
+// binary from here on (checksum seed, exclude list, file list, generator/sender/receiver,
+// statistics) lives in server/rsync/ over the wire primitives of protocol/.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+
+namespace syncfs::server {
+
+// What a transfer may do inside one module. Filled from the module's rsyncd.conf section.
+struct ModuleAccess {
+    std::string name;           // module name, for messages
+    std::string path;           // module root on disk (absolute; "/" after chroot)
+    bool read_only = true;      // refuse pushes (client --sender absent)
+    bool write_only = false;    // refuse pulls
+    bool ignore_errors = false; // --delete proceeds despite I/O errors
+    bool munge_symlinks = false;
+    bool numeric_ids = false;   // no uid/gid name mapping (true under chroot without /etc)
+    bool am_root = false;       // may chown / mknod
+};
+
+struct SessionStats {
+    std::uint64_t bytes_read = 0;     // from the client
+    std::uint64_t bytes_written = 0;  // to the client
+    std::uint64_t total_size = 0;     // sum of file sizes in the file list
+    std::uint64_t files_transferred = 0;
+};
+
+// Runs one rsync server session. `protocol` is the negotiated version (min of both
+// greetings). `args` is the client's argument list as received (e.g. "--server", "-logDtpre.iLsfxC",
+// ".", "web/"). On failure the error has already been sent to the client where possible.
+Result<SessionStats> run_rsync_session(int in_fd, int out_fd, int protocol,
+                                       const std::vector<std::string>& args,
+                                       const ModuleAccess& module);
+
+}  // namespace syncfs::server
