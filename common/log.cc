@@ -6,7 +6,7 @@
 #include <spdlog/spdlog.h>
 #include <syslog.h>
 
-namespace syncfs {
+namespace sfs {
 
 Result<void> init_logging(const LogOptions& options) {
     std::shared_ptr<spdlog::logger> logger;
@@ -27,4 +27,4 @@ Result<void> init_logging(const LogOptions& options) {
     return {};
 }
 
-}  // namespace syncfs
+}  // namespace sfs

@@ -6,7 +6,7 @@
 
 #include "common/result.h"
 
-namespace syncfs {
+namespace sfs {
 
 struct LogOptions {
     std::string program;       // ident for syslog and the logger name
@@ -18,4 +18,4 @@ struct LogOptions {
 // Installs the default logger. Returns an error naming the file if it cannot be opened.
 Result<void> init_logging(const LogOptions& options);
 
-}  // namespace syncfs
+}  // namespace sfs

@@ -12,7 +12,7 @@
 #include <string>
 #include <utility>
 
-namespace syncfs {
+namespace sfs {
 
 template <class T>
 using SysResult = std::expected<T, int>;
@@ -32,4 +32,4 @@ inline std::unexpected<Error> fail(std::string message, int code = 0) {
     return std::unexpected<Error>(Error{std::move(message), code});
 }
 
-}  // namespace syncfs
+}  // namespace sfs

@@ -6,7 +6,7 @@
 
 #include <utility>
 
-namespace syncfs {
+namespace sfs {
 
 class UniqueFd {
 public:
@@ -37,4 +37,4 @@ private:
     int fd_ = -1;
 };
 
-}  // namespace syncfs
+}  // namespace sfs

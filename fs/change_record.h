@@ -25,7 +25,7 @@
 #include <cstdint>
 #include <string>
 
-namespace syncfs::fs {
+namespace sfs::fs {
 
 enum class ChangeKind : std::uint8_t {
     Mkdir,        // path, mode, uid, gid
@@ -90,4 +90,4 @@ public:
     virtual int wait_durable(std::uint64_t /*ino*/, const std::string& /*path*/) noexcept { return 0; }
 };
 
-}  // namespace syncfs::fs
+}  // namespace sfs::fs

@@ -14,7 +14,7 @@
 
 #include "common/result.h"
 
-namespace syncfs::server {
+namespace sfs::server {
 
 // What a transfer may do inside one module. Filled from the module's rsyncd.conf section.
 struct ModuleAccess {
@@ -42,4 +42,4 @@ Result<SessionStats> run_rsync_session(int in_fd, int out_fd, int protocol,
                                        const std::vector<std::string>& args,
                                        const ModuleAccess& module);
 
-}  // namespace syncfs::server
+}  // namespace sfs::server

@@ -3,7 +3,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 
-namespace syncfs {
+namespace sfs {
 namespace {
 
 bool is_open(int fd) { return ::fcntl(fd, F_GETFD) != -1; }
@@ -33,4 +33,4 @@ TEST(UniqueFd, ReleaseKeepsFdOpen) {
 }
 
 }  // namespace
-}  // namespace syncfs
+}  // namespace sfs
