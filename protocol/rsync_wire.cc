@@ -1,0 +1,1 @@
+#include "protocol/rsync_wire.h"
