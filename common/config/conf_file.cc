@@ -59,8 +59,8 @@ Result<File> parse(std::string_view text, const std::string& path) {
             std::string_view t = trim(raw);
             if (!t.empty() && t.back() == '\\' && pos < text.size()) {
                 t.remove_suffix(1);
-                logical.append(t);
-                logical.push_back(' ');
+                logical.append(trim(t));
+                logical.push_back(' ');  // the joined pieces are separated by one space
                 ++line_no;
                 continue;
             }
