@@ -158,8 +158,9 @@ TEST_F(DaemonTest, HostsAllowAndDenyUseTheClientSourceAddress) {
     EXPECT_EQ(denied.status, 5) << denied.output;
     EXPECT_NE(denied.output.find("@ERROR: access denied to local from UNDETERMINED (127.0.0.2)"), std::string::npos)
         << denied.output;
-    auto allowed = run("rsync --address=127.0.0.1 " + d.url("local/"));
+    auto allowed = run("rsync --timeout=5 --contimeout=5 --address=127.0.0.1 " + d.url("local/"));
     EXPECT_EQ(allowed.output.find("access denied"), std::string::npos) << allowed.output;
+    EXPECT_NE(d.log().find("rsync on local from UNDETERMINED (127.0.0.1)"), std::string::npos) << d.log();
 }
 
 TEST_F(DaemonTest, DeniedUnlistedModuleLooksUnknown) {
