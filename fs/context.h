@@ -27,6 +27,7 @@ struct FsContext {
     ChangeSink& sink;
     // Serialises "syscall + emit" of namespace ops so records follow SOURCE order.
     std::mutex ns_mu;
+    fuse_session* se = nullptr;  // for kernel cache notifications
     // Negotiated at init.
     bool writeback = false;
     double timeout = 1.0;

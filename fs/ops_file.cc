@@ -6,7 +6,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 
 #include "common/syscalls.h"
 #include "fs/op_helpers.h"
@@ -24,11 +26,20 @@ int backing_flags(const FsContext& ctx, int flags) noexcept {
     return flags & ~(O_NOFOLLOW | O_CREAT | O_EXCL);
 }
 
-void set_open_reply(const FsContext& ctx, fuse_file_info* fi, int fd) noexcept {
-    fi->fh = static_cast<uint64_t>(fd);
+// fi->fh holds the backing fd, and kDirectBit when it was opened O_DIRECT.
+constexpr uint64_t kDirectBit = 1ull << 62;
+int fd_of(const fuse_file_info* fi) noexcept { return static_cast<int>(fi->fh & ~kDirectBit); }
+bool is_direct(const fuse_file_info* fi) noexcept { return fi->fh & kDirectBit; }
+
+void set_open_reply(const FsContext& ctx, fuse_file_info* fi, int fd, int flags) noexcept {
+    fi->fh = static_cast<uint64_t>(fd) | ((flags & O_DIRECT) ? kDirectBit : 0);
     // Page cache survives open(): SOURCE changes behind our back are caught by the attr
     // check (auto_inval_data) and by the watcher's invalidation.
     fi->keep_cache = ctx.timeout > 0;
+}
+
+void invalidate_attrs(FsContext& ctx, fuse_ino_t ino) noexcept {
+    if (ctx.se) fuse_lowlevel_notify_inval_inode(ctx.se, ino, -1, 0);
 }
 
 void emit_truncate(FsContext& ctx, Inode& node, int fd) {
@@ -63,17 +74,17 @@ void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
                 return (void)fuse_reply_err(req, fd.error());
             }
             emit_truncate(ctx, node, fd->get());
-            set_open_reply(ctx, fi, fd->release());
+            set_open_reply(ctx, fi, fd->release(), flags);
         } else {
             auto fd = sys::openat(AT_FDCWD, proc.c_str(), flags);
             if (!fd) {
                 ctx.table.end_open(node);
                 return (void)fuse_reply_err(req, fd.error());
             }
-            set_open_reply(ctx, fi, fd->release());
+            set_open_reply(ctx, fi, fd->release(), flags);
         }
         if (fuse_reply_open(req, fi) != 0) {
-            ::close(static_cast<int>(fi->fh));  // request interrupted: no release will come
+            ::close(fd_of(fi));  // request interrupted: no release will come
             ctx.table.end_open(node);
         }
     });
@@ -124,9 +135,9 @@ void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fu
             ctx.table.forget(*inode, 1);
             return (void)fuse_reply_err(req, r.error());
         }
-        set_open_reply(ctx, fi, fd->release());
+        set_open_reply(ctx, fi, fd->release(), flags);
         if (fuse_reply_create(req, &e, fi) != 0) {
-            ::close(static_cast<int>(fi->fh));
+            ::close(fd_of(fi));
             ctx.table.end_open(**inode);
         }
     });
@@ -135,16 +146,37 @@ void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fu
 void read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) noexcept {
     fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
     buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-    buf.buf[0].fd = static_cast<int>(fi->fh);
+    buf.buf[0].fd = fd_of(fi);
     buf.buf[0].pos = off;
     fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
 
+namespace {
+// O_DIRECT needs page-aligned memory; the request's data sits after its header (in memory
+// or in a pipe), so it is copied into an aligned buffer first. Misaligned offsets or
+// lengths still fail with the backing filesystem's EINVAL, as natively.
+void write_direct(fuse_req_t req, FsContext& ctx, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse_file_info* fi) {
+    const size_t size = fuse_buf_size(in);
+    void* mem = nullptr;
+    if (::posix_memalign(&mem, 4096, size ? size : 1) != 0) return (void)fuse_reply_err(req, ENOMEM);
+    std::unique_ptr<void, decltype(&std::free)> owner(mem, &std::free);
+    fuse_bufvec aligned = FUSE_BUFVEC_INIT(size);
+    aligned.buf[0].mem = mem;
+    ssize_t n = fuse_buf_copy(&aligned, in, static_cast<fuse_buf_copy_flags>(0));
+    if (n < 0) return (void)fuse_reply_err(req, static_cast<int>(-n));
+    ssize_t res = ::pwrite(fd_of(fi), mem, static_cast<size_t>(n), off);
+    if (res < 0) return (void)fuse_reply_err(req, errno);
+    if (res > 0) emit_write(ctx, *ctx.table.get(ino), static_cast<std::uint64_t>(off), static_cast<std::uint64_t>(res));
+    fuse_reply_write(req, static_cast<size_t>(res));
+}
+}  // namespace
+
 void write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse_file_info* fi) noexcept {
     FsContext& ctx = ctx_of(req);
+    if (is_direct(fi)) return write_direct(req, ctx, ino, in, off, fi);
     fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
     out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-    out.buf[0].fd = static_cast<int>(fi->fh);
+    out.buf[0].fd = fd_of(fi);
     out.buf[0].pos = off;
     ssize_t res = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
     if (res < 0) return (void)fuse_reply_err(req, static_cast<int>(-res));
@@ -155,7 +187,7 @@ void write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse_
 void flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
     // close() of a dup reports the backing filesystem's deferred errors (like NFS) to the
     // caller's close(), without closing the handle other dups still use.
-    int dup_fd = ::dup(static_cast<int>(fi->fh));
+    int dup_fd = ::dup(fd_of(fi));
     if (dup_fd < 0) return (void)fuse_reply_err(req, errno);
     int rc = ::close(dup_fd);
     fuse_reply_err(req, rc == -1 ? errno : 0);
@@ -163,7 +195,7 @@ void flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
 
 void release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
     FsContext& ctx = ctx_of(req);
-    ::close(static_cast<int>(fi->fh));
+    ::close(fd_of(fi));
     ctx.table.end_open(*ctx.table.get(ino));
     fuse_reply_err(req, 0);
 }
@@ -171,8 +203,10 @@ void release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
 void fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) noexcept {
     guarded(req, "fsync", [&] {
         FsContext& ctx = ctx_of(req);
-        int fd = static_cast<int>(fi->fh);
+        int fd = fd_of(fi);
         if (auto r = sys::check(datasync ? ::fdatasync(fd) : ::fsync(fd)); !r) return (void)fuse_reply_err(req, r.error());
+        // Written-back data changed st_blocks: drop the kernel's cached attributes.
+        invalidate_attrs(ctx, ino);
         if (ctx.options.sync) {
             Inode& node = *ctx.table.get(ino);
             auto path = ctx.table.path_of(node);
@@ -185,7 +219,7 @@ void fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) noe
 
 void fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, fuse_file_info* fi) noexcept {
     FsContext& ctx = ctx_of(req);
-    int fd = static_cast<int>(fi->fh);
+    int fd = fd_of(fi);
     if (::fallocate(fd, mode, offset, length) == -1) return (void)fuse_reply_err(req, errno);
     // Preallocation beyond EOF without a size change changes no byte a reader sees.
     if (mode != FALLOC_FL_KEEP_SIZE) {
@@ -197,6 +231,7 @@ void fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t len
         }
         emit_write(ctx, *ctx.table.get(ino), static_cast<std::uint64_t>(offset), len);
     }
+    invalidate_attrs(ctx, ino);
     fuse_reply_err(req, 0);
 }
 
@@ -205,7 +240,7 @@ void copy_file_range(fuse_req_t req, fuse_ino_t, off_t off_in, fuse_file_info* f
     FsContext& ctx = ctx_of(req);
     loff_t in = off_in;
     loff_t out = off_out;
-    ssize_t res = ::copy_file_range(static_cast<int>(fi_in->fh), &in, static_cast<int>(fi_out->fh), &out, len,
+    ssize_t res = ::copy_file_range(fd_of(fi_in), &in, fd_of(fi_out), &out, len,
                                     static_cast<unsigned>(flags));
     if (res < 0) return (void)fuse_reply_err(req, errno);
     if (res > 0) {
@@ -215,7 +250,7 @@ void copy_file_range(fuse_req_t req, fuse_ino_t, off_t off_in, fuse_file_info* f
 }
 
 void lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, fuse_file_info* fi) noexcept {
-    off_t res = ::lseek(static_cast<int>(fi->fh), off, whence);
+    off_t res = ::lseek(fd_of(fi), off, whence);
     if (res == -1) return (void)fuse_reply_err(req, errno);
     fuse_reply_lseek(req, res);
 }

@@ -65,6 +65,7 @@ Result<std::unique_ptr<Session>> Session::create(const MountOptions& options, Ch
     const fuse_lowlevel_ops& ops = lowlevel_ops();
     s->se_ = fuse_session_new(&args, &ops, sizeof(ops), s->ctx_.get());
     if (!s->se_) return fail("cannot create the FUSE session (options: " + fuse_opts + ")");
+    s->ctx_->se = s->se_;
     s->mountpoint_ = options.mountpoint;
     return s;
 }

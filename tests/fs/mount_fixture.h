@@ -4,11 +4,15 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <sys/mount.h>
+#include <sys/sysmacros.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <functional>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -91,14 +95,39 @@ public:
         session_ = std::move(*s);
         auto m = session_->mount();
         ASSERT_TRUE(m) << m.error().message;
-        loop_ = std::thread([this] { (void)session_->loop(); });
+        loop_done_ = false;
+        loop_ = std::thread([this] {
+            (void)session_->loop();
+            loop_done_ = true;
+        });
+        struct stat st;  // served by the loop: only after it runs
+        ASSERT_EQ(::stat(mountpoint_.c_str(), &st), 0);
+        connection_ = minor(st.st_dev);
     }
 
+    // Unmounts and ends the loop. A file left open on the mount would keep a lazily
+    // detached filesystem alive (and the loop running), so after a grace period the FUSE
+    // connection is aborted through fusectl: the test never hangs on teardown.
     void stop() {
         if (!session_) return;
         ::umount2(mountpoint_.c_str(), MNT_DETACH);
+        for (int i = 0; i < 200 && !loop_done_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        if (!loop_done_) abort_connection(connection_);
         if (loop_.joinable()) loop_.join();
         session_.reset();
+    }
+
+    static void abort_connection(unsigned connection) {
+        const std::string dir = "/sys/fs/fuse/connections";
+        if (!std::filesystem::exists(dir + "/" + std::to_string(connection))) {
+            ::mount("fusectl", dir.c_str(), "fusectl", 0, nullptr);
+        }
+        std::string path = dir + "/" + std::to_string(connection) + "/abort";
+        int fd = ::open(path.c_str(), O_WRONLY);
+        if (fd >= 0) {
+            (void)!::write(fd, "1", 1);
+            ::close(fd);
+        }
     }
 
     const std::string& source() const { return source_; }
@@ -116,6 +145,8 @@ private:
     RecordingSink sink_;
     std::unique_ptr<Session> session_;
     std::thread loop_;
+    std::atomic<bool> loop_done_{false};
+    unsigned connection_ = 0;
 };
 
 }  // namespace sfs::fs::test
