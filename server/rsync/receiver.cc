@@ -583,9 +583,15 @@ struct Receiving {
         protocol::Md4 sum = protocol::file_transfer_sum(ctx.seed);
         std::int64_t offset = 0;
         bool write_failed = !out;
+        // A fresh temp file starts as a hole: all-zero runs are skipped (the final ftruncate
+        // sets the length), so sparse files stay sparse and cost no writes.
+        auto all_zero = [](const std::uint8_t* p, std::size_t n) {
+            return n > 0 && p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0;
+        };
         auto put = [&](const std::uint8_t* p, std::size_t n) {
             sum.update(p, n);
             if (write_failed) return;
+            if (!inplace && all_zero(p, n)) return;
             std::size_t done = 0;
             while (done < n) {
                 ssize_t w = pwrite(out.get(), p + done, n - done, offset + static_cast<std::int64_t>(done));
@@ -658,7 +664,7 @@ struct Receiving {
             cleanup_tmp();
             return {};
         }
-        if (inplace && ftruncate(out.get(), offset) < 0)
+        if (ftruncate(out.get(), offset) < 0)
             ctx.error("rsync: ftruncate \"" + path + "\" failed: " + errstr(errno));
         if (!ok) {
             if (phase == 0) {
