@@ -311,6 +311,31 @@ TEST_F(DaemonTest, SigtermExitsZeroAndRemovesPidFile) {
     EXPECT_FALSE(std::filesystem::exists(dir / "syncfsd.pid"));
 }
 
+// SIGTERM stops accepting at once but lets a connection already in progress finish.
+TEST_F(DaemonTest, SigtermLetsARunningConnectionFinish) {
+    Daemon d(dir, config());
+    ASSERT_GT(d.pid(), 0);
+    int fd = connect_port(d.port());
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(read_line(fd).has_value());  // the connection process is now running
+    ::kill(d.pid(), SIGTERM);
+    bool refused = false;
+    for (int i = 0; i < 100 && !refused; ++i) {
+        int probe = connect_port(d.port());
+        refused = probe < 0;
+        if (probe >= 0) ::close(probe);
+        if (!refused) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    EXPECT_TRUE(refused) << "still accepting after SIGTERM";
+    send_text(fd, "@RSYNCD: 30.0 md5\n#list\n");
+    std::string last;
+    while (auto l = read_line(fd)) last = *l;
+    EXPECT_EQ(last, "@RSYNCD: EXIT") << "the running connection was cut off";
+    ::close(fd);
+    EXPECT_EQ(d.signal_and_wait(0), 0);
+    EXPECT_FALSE(std::filesystem::exists(dir / "syncfsd.pid"));
+}
+
 TEST_F(DaemonTest, DetachesWritesPidFileAndStopsOnSigterm) {
     write_file(dir / "d.conf", config());
     int port = free_port();
