@@ -150,7 +150,9 @@ struct Receiving {
     }
 
     // Attributes on an existing entry by path (dirs at the end, up-to-date files, symlinks).
-    void set_path_attrs(const std::string& path, const FileEntry& e, bool is_link) {
+    // `created`: we made this entry (a directory made 0700 so we could fill it), so its
+    // final mode is applied even without -p.
+    void set_path_attrs(const std::string& path, const FileEntry& e, bool is_link, bool created = false) {
         std::string base;
         auto dir = ctx.root.open_parent(path, base);
         if (!dir) return;
@@ -165,8 +167,8 @@ struct Receiving {
         if (is_link) return;
         struct stat st {};
         if (fstatat(dir->get(), name, &st, AT_SYMLINK_NOFOLLOW | empty) < 0) return;
-        mode_t want = new_mode(e, true, st.st_mode);
-        if (o().perms && (st.st_mode & 07777) != want) {
+        mode_t want = new_mode(e, !created, st.st_mode);
+        if ((o().perms || created) && (st.st_mode & 07777) != want) {
             // fchmodat cannot refuse symlinks portably; open the entry itself instead.
             auto fd = ctx.root.open_beneath(path, O_PATH | O_NOFOLLOW);
             if (fd) {
@@ -295,8 +297,10 @@ struct Receiving {
     }
 
     std::vector<std::size_t> dirs_made;
+    std::set<std::size_t> dirs_created;
 
-    void gen_dir(const FileEntry& e) {
+    void gen_dir(std::size_t i) {
+        const FileEntry& e = list[i];
         std::string path = path_of(e);
         struct stat st {};
         bool exists = false;
@@ -312,6 +316,7 @@ struct Receiving {
                 ctx.error("rsync: mkdir \"" + path + "\" (in " + ctx.module->name + ") failed: " + errstr(errno));
                 return;
             }
+            dirs_created.insert(i);
         }
     }
 
@@ -453,7 +458,7 @@ struct Receiving {
             if (!e.active) continue;
             if (abort.load()) return fail("transfer aborted");
             if (S_ISDIR(e.mode)) {
-                gen_dir(e);
+                gen_dir(i);
                 dirs_made.push_back(i);
             } else if (S_ISLNK(e.mode)) {
                 gen_symlink(e);
@@ -482,7 +487,7 @@ struct Receiving {
             // touch_up_dirs(): final permissions and times, after all contents changed.
             for (auto it = dirs_made.rbegin(); it != dirs_made.rend(); ++it) {
                 const FileEntry& e = list[*it];
-                set_path_attrs(path_of(e), e, false);
+                set_path_attrs(path_of(e), e, false, dirs_created.contains(*it));
             }
         }
         // Final goodbye.
