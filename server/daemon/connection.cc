@@ -190,8 +190,15 @@ private:
         if (!env) return refuse(env.error().client, env.error().log);
 
         if (auto w = ch_.write("@RSYNCD: OK\n"); !w) return fail_quietly(w.error().message);
-        auto args = read_args(ch_, protocol_);
+        auto first_args = read_args(ch_, protocol_);
+        if (!first_args) return fail_quietly(first_args.error().message);
+        auto args = read_protected_args(ch_, std::move(*first_args));
         if (!args) return fail_quietly(args.error().message);
+        if (spdlog::should_log(spdlog::level::debug)) {
+            std::string joined;
+            for (const auto& a : *args) joined += " [" + a + "]";
+            spdlog::debug("module {} args:{}", m.name, joined);
+        }
         const bool pull = is_pull(*args);
         report_.request = pull ? "pull" : "push";
 

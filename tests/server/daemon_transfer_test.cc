@@ -28,7 +28,7 @@ protected:
         for (auto [name, extra] : std::vector<std::pair<std::string, std::string>>{
                  {"web", "read only = no\nuse chroot = no\n"}, {"jail", "read only = no\nuse chroot = yes\n"},
                  {"ro", ""}, {"wo", "read only = no\nwrite only = yes\n"},
-                 {"nobody", "read only = no\nuid = nobody\ngid = nogroup\n"}, {"probe", ""},
+                 {"nobody", "read only = no\nuse chroot = no\nuid = nobody\ngid = nogroup\n"}, {"probe", ""},
                  {"slow", "timeout = 2\n"}})
             text += "[" + name + "]\npath = " + (dir / name) + "\n" + extra;
         daemon = std::make_unique<Daemon>(dir, text);
@@ -69,6 +69,18 @@ TEST_F(DaemonTransferTest, PushAndPullThroughAModule) {
     ASSERT_EQ(pull.status, 0) << pull.output;
     EXPECT_EQ(run("diff -r --no-dereference " + (dir / "src") + " " + (dir / "back")).status, 0);
     EXPECT_TRUE(daemon->log_has("module=web user=- request=push")) << daemon->log();
+}
+
+// rsync -s sends its file arguments in a second, NUL-separated list; the daemon merges it.
+TEST_F(DaemonTransferTest, SecludedArgsWithSpaces) {
+    REQUIRE_TRANSFER();
+    auto push = run("rsync -s -r " + (dir / "src/") + " '" + daemon->url("web/dir with space/") + "'");
+    ASSERT_EQ(push.status, 0) << push.output;
+    EXPECT_EQ(read_file(dir / "web/dir with space/a.txt"), "alpha\n");
+    std::filesystem::create_directories(dir / "back2");
+    auto pull = run("rsync -s -r '" + daemon->url("web/dir with space/") + "' " + (dir / "back2/"));
+    ASSERT_EQ(pull.status, 0) << pull.output;
+    EXPECT_EQ(read_file(dir / "back2/a.txt"), "alpha\n");
 }
 
 TEST_F(DaemonTransferTest, PushToReadOnlyModuleIsRefused) {
