@@ -13,7 +13,6 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -70,33 +69,17 @@ private:
     std::deque<RecvEvent> q_;
 };
 
-class Mapping {
-public:
-    Mapping() = default;
-    Mapping(const Mapping&) = delete;
-    Mapping& operator=(const Mapping&) = delete;
-    ~Mapping() { reset(); }
-    bool map(int fd, std::size_t len) {
-        reset();
-        len_ = len;
-        if (len == 0) return true;
-        void* p = mmap(nullptr, len, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (p == MAP_FAILED) return false;
-        p_ = p;
-        return true;
+// pread until n bytes or EOF; returns the bytes read.
+std::size_t read_at(int fd, std::uint8_t* buf, std::size_t n, std::int64_t off) {
+    std::size_t got = 0;
+    while (got < n) {
+        ssize_t r = ::pread(fd, buf + got, n - got, off + static_cast<std::int64_t>(got));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        got += static_cast<std::size_t>(r);
     }
-    void reset() {
-        if (p_) munmap(p_, len_);
-        p_ = nullptr;
-        len_ = 0;
-    }
-    const std::uint8_t* data() const { return static_cast<const std::uint8_t*>(p_); }
-    std::size_t size() const { return len_; }
-
-private:
-    void* p_ = nullptr;
-    std::size_t len_ = 0;
-};
+    return got;
+}
 
 std::string errstr(int e) { return std::string(std::strerror(e)) + " (" + std::to_string(e) + ")"; }
 
@@ -430,13 +413,11 @@ struct Receiving {
         if (o().dry_run) return ctx.out->write(msg);
         // The basis: the current file unless --whole-file.
         protocol::SumHead head;
-        Mapping map;
         UniqueFd fd;
         if (exists && !o().whole_file) {
             auto f = ctx.root.open_beneath(path, O_RDONLY | O_NOFOLLOW);
             struct stat bst {};
-            if (f && fstat(f->get(), &bst) == 0 && S_ISREG(bst.st_mode) && bst.st_size > 0 &&
-                map.map(f->get(), static_cast<std::size_t>(bst.st_size))) {
+            if (f && fstat(f->get(), &bst) == 0 && S_ISREG(bst.st_mode) && bst.st_size > 0) {
                 head = protocol::sum_sizes_sqroot(bst.st_size, ctx.protocol,
                                                   redo_pass ? protocol::kSumLength : protocol::kShortSumLength,
                                                   o().block_size);
@@ -444,7 +425,11 @@ struct Receiving {
             }
         }
         if (head.count > 0) {
-            protocol::write_sums(msg, head, map.data(), static_cast<std::int64_t>(map.size()), ctx.seed);
+            // pread, not mmap: a basis truncated meanwhile must not raise SIGBUS.
+            int bfd = fd.get();
+            protocol::write_sums(msg, head, [bfd](std::int64_t off, std::uint8_t* buf, std::size_t n) {
+                return read_at(bfd, buf, n, off);
+            }, ctx.seed);
         } else {
             protocol::write_sum_head(msg, protocol::SumHead{});
         }
@@ -545,19 +530,16 @@ struct Receiving {
         std::string base;
         auto dir = ctx.root.open_parent(path, base);
         // Basis.
-        Mapping basis;
         UniqueFd basis_fd;
+        bool basis_changed = false;
+        std::vector<std::uint8_t> block(static_cast<std::size_t>(h.count > 0 ? h.blength : 0));
         bool exists = false;
         struct stat bst {};
         if (dir && fstatat(dir->get(), base.c_str(), &bst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(bst.st_mode))
             exists = true;
         if (exists && h.count > 0) {
             int f = openat(dir->get(), base.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-            if (f >= 0) {
-                basis_fd.reset(f);
-                struct stat s2 {};
-                if (fstat(f, &s2) == 0) basis.map(f, static_cast<std::size_t>(s2.st_size));
-            }
+            if (f >= 0) basis_fd.reset(f);
         }
         // Output.
         UniqueFd out;
@@ -631,11 +613,14 @@ struct Receiving {
             }
             std::int64_t boff = static_cast<std::int64_t>(i) * h.blength;
             std::int64_t blen = (i == h.count - 1 && h.remainder) ? h.remainder : h.blength;
-            if (!basis.data() || boff + blen > static_cast<std::int64_t>(basis.size())) {
-                stream_ok = fail("rsync: basis file of \"" + path + "\" changed during the transfer");
-                break;
+            // A basis that shrank since the generator read it: zeros stand in (the stream
+            // stays in sync), the checksum then fails and the file is redone in phase 1.
+            std::size_t got = basis_fd ? read_at(basis_fd.get(), block.data(), static_cast<std::size_t>(blen), boff) : 0;
+            if (got < static_cast<std::size_t>(blen)) {
+                std::memset(block.data() + got, 0, static_cast<std::size_t>(blen) - got);
+                basis_changed = true;
             }
-            const std::uint8_t* bp = basis.data() + boff;
+            const std::uint8_t* bp = block.data();
             if (auto r = tokens.see_block(bp, static_cast<std::size_t>(blen)); !r) {
                 stream_ok = r;
                 break;
@@ -664,7 +649,7 @@ struct Receiving {
             return r;
         }
         protocol::Digest local = sum.finish();
-        ok = local == remote;
+        ok = local == remote && !basis_changed;
         if (write_failed) {
             cleanup_tmp();
             return {};
