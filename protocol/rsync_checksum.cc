@@ -11,9 +11,19 @@ std::uint32_t rolling_checksum(const std::uint8_t* p, std::size_t n) {
 }
 
 void RollingSum::init(const std::uint8_t* p, std::size_t n) {
+    // Four bytes per step as rsync's get_checksum1 does: fewer dependent additions.
+    auto sv = [p](std::size_t i) {
+        return static_cast<std::uint32_t>(static_cast<std::int32_t>(static_cast<std::int8_t>(p[i])));
+    };
     std::uint32_t a = 0, b = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-        a += static_cast<std::uint32_t>(static_cast<std::int32_t>(static_cast<std::int8_t>(p[i])));
+    std::size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        std::uint32_t x0 = sv(i), x1 = sv(i + 1), x2 = sv(i + 2), x3 = sv(i + 3);
+        b += 4 * (a + x0) + 3 * x1 + 2 * x2 + x3;
+        a += x0 + x1 + x2 + x3;
+    }
+    for (; i < n; ++i) {
+        a += sv(i);
         b += a;
     }
     s1 = a;

@@ -52,17 +52,29 @@ void write_sum_head(std::string& out, const SumHead& h) {
     put_i32(out, h.remainder);
 }
 
-void write_sums(std::string& out, const SumHead& h, const std::uint8_t* data, std::int64_t len,
-                std::int32_t seed) {
+void write_sums(std::string& out, const SumHead& h, const BlockReader& read, std::int32_t seed) {
     write_sum_head(out, h);
+    std::vector<std::uint8_t> buf(static_cast<std::size_t>(std::max(h.blength, 1)));
     std::int64_t off = 0;
     for (std::int32_t i = 0; i < h.count; ++i) {
-        auto n = static_cast<std::size_t>(std::min<std::int64_t>(h.blength, len - off));
-        put_i32(out, static_cast<std::int32_t>(rolling_checksum(data + off, n)));
-        Digest d = block_strong_sum(data + off, n, seed);
+        auto n = static_cast<std::size_t>((i == h.count - 1 && h.remainder) ? h.remainder : h.blength);
+        std::size_t got = read(off, buf.data(), n);
+        if (got < n) std::memset(buf.data() + got, 0, n - got);
+        put_i32(out, static_cast<std::int32_t>(rolling_checksum(buf.data(), n)));
+        Digest d = block_strong_sum(buf.data(), n, seed);
         out.append(reinterpret_cast<const char*>(d.data()), static_cast<std::size_t>(h.s2length));
         off += static_cast<std::int64_t>(n);
     }
+}
+
+void write_sums(std::string& out, const SumHead& h, const std::uint8_t* data, std::int64_t len,
+                std::int32_t seed) {
+    write_sums(out, h, [&](std::int64_t off, std::uint8_t* buf, std::size_t n) -> std::size_t {
+        if (off >= len) return 0;
+        std::size_t k = static_cast<std::size_t>(std::min<std::int64_t>(static_cast<std::int64_t>(n), len - off));
+        std::memcpy(buf, data + off, k);
+        return k;
+    }, seed);
 }
 
 Result<Digest> match_and_send(TokenWriter& tokens, const SumSet& sums, const std::uint8_t* data,

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,11 @@ void write_sum_head(std::string& out, const SumHead& h);
 // Writes the sum head and per-block sums of `data` (generate_and_send_sums).
 void write_sums(std::string& out, const SumHead& h, const std::uint8_t* data, std::int64_t len,
                 std::int32_t seed);
+// The same, reading each block through `read(offset, buf, n)`, which fills buf and returns the
+// bytes it got; a short read (the file shrank) is zero-filled as rsync's map_ptr does: the
+// whole-file checksum then fails and the file is redone.
+using BlockReader = std::function<std::size_t(std::int64_t offset, std::uint8_t* buf, std::size_t n)>;
+void write_sums(std::string& out, const SumHead& h, const BlockReader& read, std::int32_t seed);
 
 struct MatchStats {
     std::int64_t literal = 0;

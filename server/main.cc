@@ -16,6 +16,7 @@
 int main(int argc, char** argv) {
     sfs::server::DaemonOptions opt;
     CLI::App app{"syncfsd: rsync-compatible mirror server"};
+    app.set_version_flag("--version", "syncfsd 0.1.0");
     app.add_option("--config", opt.config_path, "configuration file (rsyncd.conf format)")
         ->capture_default_str();
     int port = -1;

@@ -23,6 +23,65 @@ Result<std::vector<std::string>> read_args(LineChannel& ch, int protocol) {
     return args;
 }
 
+namespace {
+
+// Index of the short-option cluster containing 's' before any '.'/'e', or npos.
+std::size_t protect_cluster(const std::vector<std::string>& args, std::size_t& letter) {
+    for (std::size_t i = 1; i < args.size(); ++i) {
+        const std::string& a = args[i];
+        if (a == ".") break;
+        if (a.size() < 2 || a[0] != '-' || a[1] == '-') continue;
+        for (std::size_t j = 1; j < a.size() && a[j] != '.' && a[j] != 'e'; ++j)
+            if (a[j] == 's') {
+                letter = j;
+                return i;
+            }
+    }
+    return std::string::npos;
+}
+
+}  // namespace
+
+Result<std::vector<std::string>> read_protected_args(LineChannel& ch, std::vector<std::string> first) {
+    std::size_t letter = 0;
+    std::size_t cluster = protect_cluster(first, letter);
+    bool long_form = false;
+    for (auto it = first.begin(); it != first.end(); ++it)
+        if (*it == "--secluded-args" || *it == "--protect-args") {
+            first.erase(it);
+            long_form = true;
+            break;
+        }
+    if (cluster == std::string::npos && !long_form) return first;
+    if (cluster != std::string::npos) {
+        // The unprotected part is "--server [--sender] -s<letters> [--iconv=X]". Below
+        // protocol 30 the rsync client still prints its remaining args into the first list
+        // (after a "(null)" line for the separator); they come again in the second list,
+        // so everything after that prefix is dropped.
+        std::size_t keep = cluster + 1;
+        if (keep < first.size() && first[keep].starts_with("--iconv")) ++keep;
+        first.resize(keep);
+        first[cluster].erase(letter, 1);
+        if (first[cluster] == "-") first.erase(first.begin() + static_cast<std::ptrdiff_t>(cluster));
+    }
+    std::size_t total = 0;
+    for (const auto& a : first) total += a.size();
+    bool arg0 = true;
+    for (;;) {
+        auto a = ch.read_line(kMaxArgLen, '\0');
+        if (!a) return fail("reading the protected argument list: " + a.error().message);
+        if (a->empty()) break;
+        if (arg0) {  // "rsync": the client's new arg0
+            arg0 = false;
+            continue;
+        }
+        total += a->size();
+        if (first.size() >= kMaxArgs || total > kMaxArgBytes) return fail("argument list too long");
+        first.push_back(std::move(*a));
+    }
+    return first;
+}
+
 bool is_pull(const std::vector<std::string>& args) {
     for (const auto& a : args) {
         if (a == "--sender") return true;

@@ -17,6 +17,14 @@ inline constexpr std::size_t kMaxArgBytes = 256 * 1024;
 
 Result<std::vector<std::string>> read_args(LineChannel& ch, int protocol);
 
+// `rsync -s` (--secluded-args / --protect-args): the first list ends early and the rest
+// follows as a second list, always '\0'-terminated, starting with an arg0 "rsync"
+// (rsync rsync.c send_protected_args(), clientserver.c rsync_module()). When the first
+// list asks for it, reads the second list and returns one merged list, with the `s`
+// letter removed from the option cluster so the session sees ordinary arguments.
+// Otherwise returns `first` unchanged.
+Result<std::vector<std::string>> read_protected_args(LineChannel& ch, std::vector<std::string> first);
+
 // True when the client pulls (the server sends): `--sender` is among the options.
 bool is_pull(const std::vector<std::string>& args);
 

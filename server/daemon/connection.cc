@@ -72,6 +72,8 @@ public:
           ch_(in_fd, out_fd, std::chrono::steady_clock::now() + std::chrono::seconds(opt.handshake_timeout_s)) {}
 
     ConnectionReport run() {
+        // `reverse lookup = yes` in the global section: name every client in logs, as rsyncd.
+        if (cfg_.global.flag(P::reverse_lookup)) resolve_peer_name(peer_);
         std::string greeting = "@RSYNCD: " + std::to_string(our_version()) + ".0 " + std::string(kAuthDigestList) + "\n";
         if (!ch_.write(greeting)) return finish(false, "client went away before the greeting");
         auto first = ch_.read_line(kMaxLine);
@@ -161,6 +163,7 @@ private:
 
     void serve_module(const ModuleConfig& m) {
         const ParamSet& p = m.params;
+        if (p.flag(P::reverse_lookup)) resolve_peer_name(peer_);
         if (!host_allowed(p.str(P::hosts_allow), p.str(P::hosts_deny), peer_, p.flag(P::forward_lookup))) {
             if (!p.flag(P::list))  // do not reveal an unlisted module
                 return refuse("Unknown module '" + m.name + "'", "host denied (unlisted module)");
@@ -187,8 +190,15 @@ private:
         if (!env) return refuse(env.error().client, env.error().log);
 
         if (auto w = ch_.write("@RSYNCD: OK\n"); !w) return fail_quietly(w.error().message);
-        auto args = read_args(ch_, protocol_);
+        auto first_args = read_args(ch_, protocol_);
+        if (!first_args) return fail_quietly(first_args.error().message);
+        auto args = read_protected_args(ch_, std::move(*first_args));
         if (!args) return fail_quietly(args.error().message);
+        if (spdlog::should_log(spdlog::level::debug)) {
+            std::string joined;
+            for (const auto& a : *args) joined += " [" + a + "]";
+            spdlog::debug("module {} args:{}", m.name, joined);
+        }
         const bool pull = is_pull(*args);
         report_.request = pull ? "pull" : "push";
 

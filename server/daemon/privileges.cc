@@ -72,6 +72,13 @@ std::expected<ModuleEnv, Refusal> enter_module(const ModuleConfig& module) {
         }
     }
 
+    // rsyncd's "/./" form: chroot to the part before it, serve the part after it.
+    std::string jail = path, inner;
+    if (auto dot = path.find("/./"); dot != std::string::npos) {
+        jail = dot == 0 ? "/" : path.substr(0, dot);
+        inner = path.substr(dot + 3);
+    }
+
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || ::chdir(path.c_str()) != 0)
         return refuse("chdir failed", "module [" + module.name + "]: chdir " + path + ": " + std::strerror(errno));
@@ -80,10 +87,11 @@ std::expected<ModuleEnv, Refusal> enter_module(const ModuleConfig& module) {
     std::optional<bool> want_chroot = p.tristate(P::use_chroot);
     bool do_chroot = want_chroot.value_or(root);
     if (do_chroot) {
-        if (::chroot(".") != 0 || ::chdir("/") != 0)
-            return refuse("chroot failed", "module [" + module.name + "]: chroot " + path + ": " + std::strerror(errno));
+        if (::chroot(jail.c_str()) != 0 || ::chdir(("/" + inner).c_str()) != 0)
+            return refuse("chroot failed", "module [" + module.name + "]: chroot " + jail + ": " + std::strerror(errno));
         env.chrooted = true;
-        env.root = "/";
+        env.root = "/" + inner;
+        while (env.root.size() > 1 && env.root.back() == '/') env.root.pop_back();
     } else {
         env.root = path;
     }

@@ -13,7 +13,6 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -70,33 +69,17 @@ private:
     std::deque<RecvEvent> q_;
 };
 
-class Mapping {
-public:
-    Mapping() = default;
-    Mapping(const Mapping&) = delete;
-    Mapping& operator=(const Mapping&) = delete;
-    ~Mapping() { reset(); }
-    bool map(int fd, std::size_t len) {
-        reset();
-        len_ = len;
-        if (len == 0) return true;
-        void* p = mmap(nullptr, len, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (p == MAP_FAILED) return false;
-        p_ = p;
-        return true;
+// pread until n bytes or EOF; returns the bytes read.
+std::size_t read_at(int fd, std::uint8_t* buf, std::size_t n, std::int64_t off) {
+    std::size_t got = 0;
+    while (got < n) {
+        ssize_t r = ::pread(fd, buf + got, n - got, off + static_cast<std::int64_t>(got));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        got += static_cast<std::size_t>(r);
     }
-    void reset() {
-        if (p_) munmap(p_, len_);
-        p_ = nullptr;
-        len_ = 0;
-    }
-    const std::uint8_t* data() const { return static_cast<const std::uint8_t*>(p_); }
-    std::size_t size() const { return len_; }
-
-private:
-    void* p_ = nullptr;
-    std::size_t len_ = 0;
-};
+    return got;
+}
 
 std::string errstr(int e) { return std::string(std::strerror(e)) + " (" + std::to_string(e) + ")"; }
 
@@ -150,7 +133,9 @@ struct Receiving {
     }
 
     // Attributes on an existing entry by path (dirs at the end, up-to-date files, symlinks).
-    void set_path_attrs(const std::string& path, const FileEntry& e, bool is_link) {
+    // `created`: we made this entry (a directory made 0700 so we could fill it), so its
+    // final mode is applied even without -p.
+    void set_path_attrs(const std::string& path, const FileEntry& e, bool is_link, bool created = false) {
         std::string base;
         auto dir = ctx.root.open_parent(path, base);
         if (!dir) return;
@@ -165,8 +150,8 @@ struct Receiving {
         if (is_link) return;
         struct stat st {};
         if (fstatat(dir->get(), name, &st, AT_SYMLINK_NOFOLLOW | empty) < 0) return;
-        mode_t want = new_mode(e, true, st.st_mode);
-        if (o().perms && (st.st_mode & 07777) != want) {
+        mode_t want = new_mode(e, !created, st.st_mode);
+        if ((o().perms || created) && (st.st_mode & 07777) != want) {
             // fchmodat cannot refuse symlinks portably; open the entry itself instead.
             auto fd = ctx.root.open_beneath(path, O_PATH | O_NOFOLLOW);
             if (fd) {
@@ -295,8 +280,10 @@ struct Receiving {
     }
 
     std::vector<std::size_t> dirs_made;
+    std::set<std::size_t> dirs_created;
 
-    void gen_dir(const FileEntry& e) {
+    void gen_dir(std::size_t i) {
+        const FileEntry& e = list[i];
         std::string path = path_of(e);
         struct stat st {};
         bool exists = false;
@@ -312,6 +299,7 @@ struct Receiving {
                 ctx.error("rsync: mkdir \"" + path + "\" (in " + ctx.module->name + ") failed: " + errstr(errno));
                 return;
             }
+            dirs_created.insert(i);
         }
     }
 
@@ -425,13 +413,11 @@ struct Receiving {
         if (o().dry_run) return ctx.out->write(msg);
         // The basis: the current file unless --whole-file.
         protocol::SumHead head;
-        Mapping map;
         UniqueFd fd;
         if (exists && !o().whole_file) {
             auto f = ctx.root.open_beneath(path, O_RDONLY | O_NOFOLLOW);
             struct stat bst {};
-            if (f && fstat(f->get(), &bst) == 0 && S_ISREG(bst.st_mode) && bst.st_size > 0 &&
-                map.map(f->get(), static_cast<std::size_t>(bst.st_size))) {
+            if (f && fstat(f->get(), &bst) == 0 && S_ISREG(bst.st_mode) && bst.st_size > 0) {
                 head = protocol::sum_sizes_sqroot(bst.st_size, ctx.protocol,
                                                   redo_pass ? protocol::kSumLength : protocol::kShortSumLength,
                                                   o().block_size);
@@ -439,7 +425,11 @@ struct Receiving {
             }
         }
         if (head.count > 0) {
-            protocol::write_sums(msg, head, map.data(), static_cast<std::int64_t>(map.size()), ctx.seed);
+            // pread, not mmap: a basis truncated meanwhile must not raise SIGBUS.
+            int bfd = fd.get();
+            protocol::write_sums(msg, head, [bfd](std::int64_t off, std::uint8_t* buf, std::size_t n) {
+                return read_at(bfd, buf, n, off);
+            }, ctx.seed);
         } else {
             protocol::write_sum_head(msg, protocol::SumHead{});
         }
@@ -453,7 +443,7 @@ struct Receiving {
             if (!e.active) continue;
             if (abort.load()) return fail("transfer aborted");
             if (S_ISDIR(e.mode)) {
-                gen_dir(e);
+                gen_dir(i);
                 dirs_made.push_back(i);
             } else if (S_ISLNK(e.mode)) {
                 gen_symlink(e);
@@ -482,7 +472,7 @@ struct Receiving {
             // touch_up_dirs(): final permissions and times, after all contents changed.
             for (auto it = dirs_made.rbegin(); it != dirs_made.rend(); ++it) {
                 const FileEntry& e = list[*it];
-                set_path_attrs(path_of(e), e, false);
+                set_path_attrs(path_of(e), e, false, dirs_created.contains(*it));
             }
         }
         // Final goodbye.
@@ -540,19 +530,16 @@ struct Receiving {
         std::string base;
         auto dir = ctx.root.open_parent(path, base);
         // Basis.
-        Mapping basis;
         UniqueFd basis_fd;
+        bool basis_changed = false;
+        std::vector<std::uint8_t> block(static_cast<std::size_t>(h.count > 0 ? h.blength : 0));
         bool exists = false;
         struct stat bst {};
         if (dir && fstatat(dir->get(), base.c_str(), &bst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(bst.st_mode))
             exists = true;
         if (exists && h.count > 0) {
             int f = openat(dir->get(), base.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-            if (f >= 0) {
-                basis_fd.reset(f);
-                struct stat s2 {};
-                if (fstat(f, &s2) == 0) basis.map(f, static_cast<std::size_t>(s2.st_size));
-            }
+            if (f >= 0) basis_fd.reset(f);
         }
         // Output.
         UniqueFd out;
@@ -583,9 +570,15 @@ struct Receiving {
         protocol::Md4 sum = protocol::file_transfer_sum(ctx.seed);
         std::int64_t offset = 0;
         bool write_failed = !out;
+        // A fresh temp file starts as a hole: all-zero runs are skipped (the final ftruncate
+        // sets the length), so sparse files stay sparse and cost no writes.
+        auto all_zero = [](const std::uint8_t* p, std::size_t n) {
+            return n > 0 && p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0;
+        };
         auto put = [&](const std::uint8_t* p, std::size_t n) {
             sum.update(p, n);
             if (write_failed) return;
+            if (!inplace && all_zero(p, n)) return;
             std::size_t done = 0;
             while (done < n) {
                 ssize_t w = pwrite(out.get(), p + done, n - done, offset + static_cast<std::int64_t>(done));
@@ -620,11 +613,14 @@ struct Receiving {
             }
             std::int64_t boff = static_cast<std::int64_t>(i) * h.blength;
             std::int64_t blen = (i == h.count - 1 && h.remainder) ? h.remainder : h.blength;
-            if (!basis.data() || boff + blen > static_cast<std::int64_t>(basis.size())) {
-                stream_ok = fail("rsync: basis file of \"" + path + "\" changed during the transfer");
-                break;
+            // A basis that shrank since the generator read it: zeros stand in (the stream
+            // stays in sync), the checksum then fails and the file is redone in phase 1.
+            std::size_t got = basis_fd ? read_at(basis_fd.get(), block.data(), static_cast<std::size_t>(blen), boff) : 0;
+            if (got < static_cast<std::size_t>(blen)) {
+                std::memset(block.data() + got, 0, static_cast<std::size_t>(blen) - got);
+                basis_changed = true;
             }
-            const std::uint8_t* bp = basis.data() + boff;
+            const std::uint8_t* bp = block.data();
             if (auto r = tokens.see_block(bp, static_cast<std::size_t>(blen)); !r) {
                 stream_ok = r;
                 break;
@@ -653,12 +649,12 @@ struct Receiving {
             return r;
         }
         protocol::Digest local = sum.finish();
-        ok = local == remote;
+        ok = local == remote && !basis_changed;
         if (write_failed) {
             cleanup_tmp();
             return {};
         }
-        if (inplace && ftruncate(out.get(), offset) < 0)
+        if (ftruncate(out.get(), offset) < 0)
             ctx.error("rsync: ftruncate \"" + path + "\" failed: " + errstr(errno));
         if (!ok) {
             if (phase == 0) {

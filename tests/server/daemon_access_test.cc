@@ -198,6 +198,25 @@ TEST(DaemonArgs, NewlineAndNulForms) {
     }
 }
 
+// rsync -s at protocol 27, as the 3.5.0 client sends it: the unprotected part, a "(null)"
+// line and the rest, then the protected list "rsync\0-lr\0.\0web/with space\0\0".
+TEST(DaemonArgs, SecludedArgsAreMerged) {
+    Pair p;
+    std::string s = "--server\n--sender\n-sv\n(null)\n-lr\n.\nweb/with space\n\n";
+    s += std::string("rsync\0-lr\0.\0web/with space\0\0", 28);
+    ASSERT_EQ(::write(p.b.get(), s.data(), s.size()), static_cast<ssize_t>(s.size()));
+    auto ch = channel(p.a.get());
+    auto first = read_args(ch, 27);
+    ASSERT_TRUE(first) << first.error().message;
+    auto all = read_protected_args(ch, *first);
+    ASSERT_TRUE(all) << all.error().message;
+    EXPECT_EQ(*all, (std::vector<std::string>{"--server", "--sender", "-v", "-lr", ".", "web/with space"}));
+    EXPECT_TRUE(is_pull(*all));
+
+    std::vector<std::string> plain = {"--server", "-logDtpre.iLsfxC", ".", "web/"};
+    EXPECT_EQ(*read_protected_args(ch, plain), plain) << "no -s: nothing more is read; 's' after -e is a flag";
+}
+
 TEST(DaemonArgs, BoundsAndGarbage) {
     {
         Pair p;

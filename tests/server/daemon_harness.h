@@ -75,6 +75,20 @@ inline int free_port() {
     return ntohs(a.sin_port);
 }
 
+// Connects to [::1]:port; -1 on failure.
+inline int connect_port6(int port) {
+    int fd = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in6 a{};
+    a.sin6_family = AF_INET6;
+    a.sin6_port = htons(static_cast<uint16_t>(port));
+    a.sin6_addr = in6addr_loopback;
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+        ::close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 // Connects to 127.0.0.1:port; -1 on failure.
 inline int connect_port(int port, const char* from = nullptr) {
     int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -136,8 +150,10 @@ inline RunResult run(const std::string& cmd) {
 // A syncfsd process in the foreground (--no-detach) on a free 127.0.0.1 port.
 class Daemon {
 public:
-    Daemon(const TempDir& dir, const std::string& config_text, std::vector<std::string> extra = {})
-        : dir_(dir) {
+    // `address`: the --address to listen on ("127.0.0.1" or "::1").
+    Daemon(const TempDir& dir, const std::string& config_text, std::vector<std::string> extra = {},
+           std::string address = "127.0.0.1")
+        : address_(std::move(address)) {
         config_ = dir / "syncfsd.conf";
         log_ = dir / "syncfsd.log";
         write_file(config_, config_text);
@@ -149,6 +165,15 @@ public:
     pid_t pid() const { return pid_; }
     const std::string& config_path() const { return config_; }
     std::string log() const { return read_file(log_); }
+    // Waits up to 5 s for `text` to appear in the log (connection processes log their line
+    // after the client has already seen the reply). Returns whether it appeared.
+    bool log_has(const std::string& text) const {
+        for (int i = 0; i < 100; ++i) {
+            if (log().find(text) != std::string::npos) return true;
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+        return false;
+    }
     std::string url(const std::string& rest = "") const {
         return "rsync://127.0.0.1:" + std::to_string(port_) + "/" + rest;
     }
@@ -181,7 +206,7 @@ private:
     void start(const std::vector<std::string>& extra) {
         port_ = free_port();
         std::vector<std::string> args = {SYNCFSD_BIN, "--config", config_, "--no-detach", "--port",
-                                         std::to_string(port_), "--address", "127.0.0.1", "--log-file", log_};
+                                         std::to_string(port_), "--address", address_, "--log-file", log_};
         args.insert(args.end(), extra.begin(), extra.end());
         pid_t pid = ::fork();
         if (pid == 0) {
@@ -203,7 +228,7 @@ private:
                 pid_ = -1;
                 return;
             }
-            int fd = connect_port(port_);
+            int fd = address_ == "::1" ? connect_port6(port_) : connect_port(port_);
             if (fd >= 0) {
                 ::close(fd);
                 return;
@@ -215,7 +240,7 @@ private:
         pid_ = -1;
     }
 
-    const TempDir& dir_;
+    std::string address_;
     std::string config_;
     std::string log_;
     int port_ = 0;

@@ -15,7 +15,7 @@ namespace {
 class DaemonTransferTest : public ::testing::Test {
 protected:
     void SetUp() override {
-        for (const char* d : {"web", "jail", "ro", "wo", "nobody", "probe", "src", "src/sub", "out"})
+        for (const char* d : {"web", "slow", "jail", "ro", "wo", "nobody", "probe", "src", "src/sub", "out"})
             std::filesystem::create_directories(dir / d);
         ::chmod((dir / "nobody").c_str(), 0777);
         write_file(dir / "probe/p.txt", "probe\n");
@@ -28,7 +28,8 @@ protected:
         for (auto [name, extra] : std::vector<std::pair<std::string, std::string>>{
                  {"web", "read only = no\nuse chroot = no\n"}, {"jail", "read only = no\nuse chroot = yes\n"},
                  {"ro", ""}, {"wo", "read only = no\nwrite only = yes\n"},
-                 {"nobody", "read only = no\nuid = nobody\ngid = nogroup\n"}, {"probe", ""}})
+                 {"nobody", "read only = no\nuse chroot = no\nuid = nobody\ngid = nogroup\n"}, {"probe", ""},
+                 {"slow", "timeout = 2\n"}})
             text += "[" + name + "]\npath = " + (dir / name) + "\n" + extra;
         daemon = std::make_unique<Daemon>(dir, text);
         ASSERT_GT(daemon->pid(), 0);
@@ -67,7 +68,19 @@ TEST_F(DaemonTransferTest, PushAndPullThroughAModule) {
     auto pull = run("rsync -a " + daemon->url("web/") + " " + (dir / "back/"));
     ASSERT_EQ(pull.status, 0) << pull.output;
     EXPECT_EQ(run("diff -r --no-dereference " + (dir / "src") + " " + (dir / "back")).status, 0);
-    EXPECT_NE(daemon->log().find("module=web user=- request=push"), std::string::npos) << daemon->log();
+    EXPECT_TRUE(daemon->log_has("module=web user=- request=push")) << daemon->log();
+}
+
+// rsync -s sends its file arguments in a second, NUL-separated list; the daemon merges it.
+TEST_F(DaemonTransferTest, SecludedArgsWithSpaces) {
+    REQUIRE_TRANSFER();
+    auto push = run("rsync -s -r " + (dir / "src/") + " '" + daemon->url("web/dir with space/") + "'");
+    ASSERT_EQ(push.status, 0) << push.output;
+    EXPECT_EQ(read_file(dir / "web/dir with space/a.txt"), "alpha\n");
+    std::filesystem::create_directories(dir / "back2");
+    auto pull = run("rsync -s -r '" + daemon->url("web/dir with space/") + "' " + (dir / "back2/"));
+    ASSERT_EQ(pull.status, 0) << pull.output;
+    EXPECT_EQ(read_file(dir / "back2/a.txt"), "alpha\n");
 }
 
 TEST_F(DaemonTransferTest, PushToReadOnlyModuleIsRefused) {
@@ -95,6 +108,32 @@ TEST_F(DaemonTransferTest, TransferRunsAsTheModuleUid) {
     struct stat st {};
     ASSERT_EQ(::stat((dir / "nobody/a.txt").c_str(), &st), 0);
     EXPECT_EQ(st.st_uid, 65534u) << "files written by the transfer belong to uid 'nobody'";
+}
+
+// `timeout = 2`: a client that completes the handshake and then says nothing is
+// disconnected after about two seconds instead of holding the process forever.
+TEST_F(DaemonTransferTest, ModuleTimeoutDisconnectsASilentClient) {
+    REQUIRE_TRANSFER();
+    int fd = connect_port(daemon->port());
+    ASSERT_GE(fd, 0);
+    read_line(fd);
+    send_text(fd, "@RSYNCD: 27.0\nslow\n");
+    auto ok = read_line(fd);
+    ASSERT_TRUE(ok);
+    ASSERT_EQ(*ok, "@RSYNCD: OK");
+    send_text(fd, "--server\n--sender\n-r\n.\nslow/\n\n");
+    auto t0 = std::chrono::steady_clock::now();
+    bool eof = false;
+    while (!eof && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(20)) {
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, 500) > 0) {
+            char buf[4096];
+            eof = ::read(fd, buf, sizeof buf) <= 0;
+        }
+    }
+    ::close(fd);
+    EXPECT_TRUE(eof) << "a silent client was not disconnected";
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
 }
 
 }  // namespace

@@ -408,3 +408,160 @@ TEST_F(RsyncInterop, MungedSymlinksAreStoredWithPrefix) {
 
 }  // namespace
 }  // namespace sfs::test
+
+namespace sfs::test {
+namespace {
+
+// A 1 GiB sparse-ish file in which 4 KiB change moves only a few hundred KiB, both ways.
+TEST_F(RsyncInterop, DeltaOfOneGibFileMovesLittle) {
+    std::string src = dir / "src/big", dst = dir / "web/big";
+    auto mk = run("truncate -s 1G " + src + " && for off in 0 300 700 1000; do "
+                  "head -c 1048576 /dev/urandom | dd of=" + src + " bs=1M seek=$off conv=notrunc status=none; done"
+                  " && cp --sparse=always " + src + " " + dst + " && touch -d @1600000000 " + dst);
+    ASSERT_EQ(mk.status, 0) << mk.output;
+    // Change 4 KiB in the middle of the source and push.
+    auto ch = run("head -c 4096 /dev/urandom | dd of=" + src + " bs=4096 seek=131072 conv=notrunc status=none");
+    ASSERT_EQ(ch.status, 0);
+    auto r = run("rsync -a --stats " + src + " " + url("web/"));
+    ASSERT_EQ(r.status, 0) << r.output;
+    auto sent = stat_number(r.output, "Total bytes sent");
+    auto received = stat_number(r.output, "Total bytes received");
+    EXPECT_GT(sent, 0) << r.output;
+    EXPECT_LT(sent, 1024 * 1024) << r.output;
+    EXPECT_LT(received, 1024 * 1024) << r.output;
+    EXPECT_EQ(stat_number(r.output, "Literal data"), 32768) << r.output;   // one block
+    EXPECT_EQ(run("cmp " + src + " " + dst).status, 0);
+    // Change 4 KiB in the module copy and pull it back.
+    auto ch2 = run("head -c 4096 /dev/urandom | dd of=" + dst + " bs=4096 seek=200000 conv=notrunc status=none"
+                   " && touch -d @1600000001 " + dst);
+    ASSERT_EQ(ch2.status, 0);
+    auto p = run("rsync -a --stats " + url("web/big") + " " + src);
+    ASSERT_EQ(p.status, 0) << p.output;
+    EXPECT_LT(stat_number(p.output, "Total bytes received"), 1024 * 1024) << p.output;
+    EXPECT_LT(stat_number(p.output, "Total bytes sent"), 1024 * 1024) << p.output;
+    EXPECT_EQ(run("cmp " + src + " " + dst).status, 0);
+}
+
+// A hand-written client: the daemon handshake, then raw protocol-27 bytes.
+class RawClient {
+public:
+    RawClient(int port, const std::string& args) {
+        fd_ = connect_port(port);
+        if (fd_ < 0) return;
+        send_text(fd_, "@RSYNCD: 27.0\n");
+        greeting = read_line(fd_).value_or("");
+        send_text(fd_, "web\n");
+        ok = read_line(fd_).value_or("");
+        send_text(fd_, args);
+        unsigned char seed[4];
+        seed_ok = ::read(fd_, seed, 4) == 4;
+    }
+    ~RawClient() {
+        if (fd_ >= 0) ::close(fd_);
+    }
+    void send(const std::string& bytes) { ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL); }
+    // Reads frames until EOF (bounded at 10 s); returns the text of error/info frames.
+    std::string drain_messages() {
+        std::string all, msgs;
+        char buf[4096];
+        for (;;) {
+            pollfd p{fd_, POLLIN, 0};
+            if (::poll(&p, 1, 10000) <= 0) break;
+            ssize_t n = ::read(fd_, buf, sizeof buf);
+            if (n <= 0) break;
+            all.append(buf, static_cast<std::size_t>(n));
+        }
+        std::size_t pos = 0;
+        while (pos + 4 <= all.size()) {
+            std::uint32_t h = static_cast<unsigned char>(all[pos]) | (static_cast<unsigned char>(all[pos + 1]) << 8) |
+                              (static_cast<unsigned char>(all[pos + 2]) << 16) |
+                              (static_cast<std::uint32_t>(static_cast<unsigned char>(all[pos + 3])) << 24);
+            std::size_t len = h & 0xFFFFFF;
+            int tag = static_cast<int>(h >> 24) - 7;
+            pos += 4;
+            if (tag != 0) msgs += all.substr(pos, len);
+            pos += len;
+        }
+        return msgs;
+    }
+    bool seed_ok = false;
+    std::string greeting, ok;
+
+private:
+    int fd_ = -1;
+};
+
+std::string le32(std::int32_t v) {
+    std::string s(4, '\0');
+    for (int i = 0; i < 4; ++i) s[static_cast<std::size_t>(i)] = static_cast<char>((static_cast<std::uint32_t>(v) >> (8 * i)) & 0xFF);
+    return s;
+}
+
+std::string entry(const std::string& name, std::int32_t mode, std::int32_t size) {
+    std::string e;
+    e += static_cast<char>(0x01);                  // XMIT_TOP_DIR: a harmless non-zero flag
+    e += static_cast<char>(name.size());
+    e += name;
+    e += le32(size);                               // longint below 2^31
+    e += le32(1600000000);                         // mtime
+    e += le32(mode);
+    return e;
+}
+
+TEST_F(RsyncInterop, HostileFileListNamesAreRefused) {
+    fs::create_directories(dir / "web/inner");
+    for (const std::string bad : {"../evil", "/tmp/evil-abs", "inner/../../evil2"}) {
+        RawClient c(daemon->port(), "--server\n-r\n.\nweb/inner/\n\n");
+        ASSERT_TRUE(c.seed_ok) << c.greeting << " / " << c.ok;
+        c.send(entry(bad, S_IFREG | 0644, 5) + std::string(1, '\0') + le32(0));
+        auto msgs = c.drain_messages();
+        EXPECT_NE(msgs.find("unsafe pathname"), std::string::npos) << bad << ": " << msgs;
+    }
+    EXPECT_FALSE(fs::exists(dir / "web/evil"));
+    EXPECT_FALSE(fs::exists(dir / "evil"));
+    EXPECT_FALSE(fs::exists("/tmp/evil-abs"));
+    EXPECT_FALSE(fs::exists(dir / "evil2"));
+}
+
+TEST_F(RsyncInterop, HostileLengthsAndIndicesAreRefused) {
+    {
+        // A name length of 2 GiB.
+        RawClient c(daemon->port(), "--server\n-r\n.\nweb/\n\n");
+        ASSERT_TRUE(c.seed_ok);
+        c.send(std::string(1, '\x40') + le32(0x7fffffff) + "xxxx");
+        auto msgs = c.drain_messages();
+        EXPECT_NE(msgs.find("out of range"), std::string::npos) << msgs;
+    }
+    {
+        // A valid one-file list, then a block token beyond the (empty) basis.
+        RawClient c(daemon->port(), "--server\n-r\n.\nweb/\n\n");
+        ASSERT_TRUE(c.seed_ok);
+        c.send(entry("f", S_IFREG | 0644, 5) + std::string(1, '\0') + le32(0));
+        c.send(le32(0) + le32(0) + le32(0) + le32(0) + le32(0) + le32(-(5 + 1)));
+        auto msgs = c.drain_messages();
+        EXPECT_NE(msgs.find("block index 5 out of range"), std::string::npos) << msgs;
+        EXPECT_FALSE(fs::exists(dir / "web/f"));
+        for (const auto& e : fs::directory_iterator(dir / "web"))
+            ADD_FAILURE() << "left behind: " << e.path();
+    }
+    {
+        // A file index outside the list.
+        RawClient c(daemon->port(), "--server\n-r\n.\nweb/\n\n");
+        ASSERT_TRUE(c.seed_ok);
+        c.send(entry("g", S_IFREG | 0644, 5) + std::string(1, '\0') + le32(0));
+        c.send(le32(7));
+        auto msgs = c.drain_messages();
+        EXPECT_NE(msgs.find("invalid file index 7"), std::string::npos) << msgs;
+    }
+    {
+        // Truncated file list: the connection ends; nothing is created, no hang.
+        RawClient c(daemon->port(), "--server\n-r\n.\nweb/\n\n");
+        ASSERT_TRUE(c.seed_ok);
+        c.send(entry("h", S_IFREG | 0644, 5).substr(0, 7));
+        ::shutdown(0, 0);
+    }
+    EXPECT_FALSE(fs::exists(dir / "web/h"));
+}
+
+}  // namespace
+}  // namespace sfs::test
