@@ -384,6 +384,27 @@ TEST(Semantics, FallocateModesTheKernelDoesNotForward) {
     ::close(fd);
 }
 
+// libfuse 3.14 does not dispatch FUSE_TMPFILE, so the kernel reports EOPNOTSUPP (documented
+// in docs/fs.md); callers fall back to named temporary files, which must work.
+TEST(Semantics, TmpfileIsRefusedCleanly) {
+    InProcessMount m;
+    m.start();
+    int fd = ::open(m.mnt().c_str(), O_TMPFILE | O_RDWR, 0600);
+    if (fd >= 0) {  // a libfuse that forwards it: the file must then be usable and linkable
+        ASSERT_EQ(::write(fd, "tmp", 3), 3);
+        std::string proc = "/proc/self/fd/" + std::to_string(fd);
+        EXPECT_EQ(::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, m.at("linked").c_str(), AT_SYMLINK_FOLLOW), 0);
+        ::close(fd);
+        return;
+    }
+    EXPECT_EQ(errno, EOPNOTSUPP);
+    int named = ::open(m.at(".tmp-fallback").c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+    ASSERT_GE(named, 0);
+    ASSERT_EQ(::write(named, "tmp", 3), 3);
+    ::close(named);
+    EXPECT_EQ(::rename(m.at(".tmp-fallback").c_str(), m.at("final").c_str()), 0);
+}
+
 TEST(Semantics, CopyFileRange) {
     compare([](Transcript& t) {
         std::string data(100000, 'q');
