@@ -632,3 +632,44 @@ TEST(Semantics, DirectoryListing) {
 
 }  // namespace
 }  // namespace sfs::fs::test
+
+namespace sfs::fs::test {
+namespace {
+
+// Reads `rel` through a mount with `options` after setting SOURCE's atime older than its
+// mtime (so relatime would update it); returns SOURCE's atime afterwards.
+time_t atime_after_read(const std::vector<std::string>& options) {
+    InProcessMount m(options);
+    int fd = ::open(m.src("f").c_str(), O_WRONLY | O_CREAT, 0644);
+    (void)!::write(fd, "data", 4);
+    ::close(fd);
+    struct timespec ts[2] = {{1000, 0}, {0, UTIME_OMIT}};
+    ::utimensat(AT_FDCWD, m.src("f").c_str(), ts, 0);
+    m.start();
+    char buf[8];
+    fd = ::open(m.at("f").c_str(), O_RDONLY);
+    EXPECT_EQ(::read(fd, buf, sizeof buf), 4);
+    ::close(fd);
+    m.stop();
+    struct stat st;
+    ::stat(m.src("f").c_str(), &st);
+    return st.st_atim.tv_sec;
+}
+
+TEST(MountFlags, NoatimeLeavesSourceAtimeAlone) {
+    EXPECT_EQ(atime_after_read({"noatime"}), 1000);
+    EXPECT_GT(atime_after_read({}), 1000);  // relatime (SOURCE's default) updates it
+}
+
+TEST(MountFlags, ReadOnlyRefusesWrites) {
+    InProcessMount m({"ro"});
+    m.start();
+    EXPECT_EQ(::open(m.at("f").c_str(), O_WRONLY | O_CREAT, 0644), -1);
+    EXPECT_EQ(errno, EROFS);
+    EXPECT_EQ(::mkdir(m.at("d").c_str(), 0755), -1);
+    EXPECT_EQ(errno, EROFS);
+    EXPECT_TRUE(m.sink().take().empty());
+}
+
+}  // namespace
+}  // namespace sfs::fs::test
