@@ -139,9 +139,9 @@ TEST(Cli, MountInPlaceShowsOldContentAndUnmountsWithFusermount) {
     EXPECT_EQ(read_text(web + "/new.html"), "new");  // now the underlying directory
 }
 
-TEST(Cli, MountHelperWithMountDashT) {
-    InstalledBinary installed;
-    ASSERT_TRUE(installed.ok());
+// mount -t and fstab share /usr/local/sbin/syncfs (and /etc/fstab): one test, run in
+// sequence, so parallel ctest runs never see the other's install or cleanup.
+void mount_dash_t() {
     TempDir dir;
     const std::string data = dir.sub("data"), web = dir.sub("web");
     std::filesystem::create_directories(data);
@@ -166,9 +166,7 @@ TEST(Cli, MountHelperWithMountDashT) {
     EXPECT_TRUE(wait_for([&] { return process_gone(pids[0]); }));
 }
 
-TEST(Cli, MountHelperWithFstabLine) {
-    InstalledBinary installed;
-    ASSERT_TRUE(installed.ok());
+void fstab_line() {
     TempDir dir;
     const std::string data = dir.sub("data"), web = dir.sub("web");
     std::filesystem::create_directories(data);
@@ -188,6 +186,19 @@ TEST(Cli, MountHelperWithFstabLine) {
     EXPECT_EQ(u.exit_code, 0) << u.output;
     EXPECT_TRUE(mount_line(web).empty());
     EXPECT_TRUE(wait_for([&] { return process_gone(pids[0]); }));
+}
+
+TEST(Cli, MountHelperWithMountDashTAndFstab) {
+    InstalledBinary installed;
+    ASSERT_TRUE(installed.ok());
+    {
+        SCOPED_TRACE("mount -t fuse.syncfs");
+        mount_dash_t();
+    }
+    {
+        SCOPED_TRACE("fstab line");
+        fstab_line();
+    }
 }
 
 }  // namespace
