@@ -43,8 +43,11 @@ InodeTable::InodeTable(UniqueFd root_fd, const struct stat& root_st, std::uint32
     root_.named = true;
     root_.fd = root_fd.release();
     if (auto p = sys::fd_path(root_.fd)) source_prefix_ = *p;
+    if (auto m = sys::openat(AT_FDCWD, sys::ProcFdPath(root_.fd).c_str(), O_RDONLY | O_DIRECTORY)) {
+        mount_fd_ = std::move(*m);
+    }
     auto h = sys::file_handle(root_.fd);
-    handles_supported_ = h.has_value();
+    handles_supported_ = h.has_value() && mount_fd_.valid();
     if (!handles_supported_) {
         spdlog::warn("{}: the filesystem has no file handles ({}); one fd per known inode is kept, "
                      "max_fds cannot be enforced",
@@ -104,7 +107,7 @@ SysResult<PathFd> InodeTable::path_fd(Inode& inode) noexcept {
         }
     }
     if (inode.handle.empty()) return std::unexpected(ESTALE);
-    auto opened = sys::open_by_handle(root_.fd, inode.handle, O_PATH | O_NOFOLLOW);
+    auto opened = sys::open_by_handle(mount_fd_.get(), inode.handle, O_PATH | O_NOFOLLOW);
     if (!opened) return std::unexpected(opened.error());
     std::vector<int> to_close;
     int fd;

@@ -156,6 +156,9 @@ private:
     std::size_t capacity() const noexcept;
 
     Inode root_;
+    // open_by_handle_at needs a real (not O_PATH) fd on the filesystem: SOURCE opened
+    // O_RDONLY at construction, i.e. before the mount covers it.
+    UniqueFd mount_fd_;
     std::string source_prefix_;
     bool handles_supported_ = true;
     const std::uint32_t max_fds_;

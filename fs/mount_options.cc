@@ -253,7 +253,7 @@ std::string usage(const char* program) {
            "  -o OPTIONS    comma-separated options:\n"
            "     mirror=rsync://[user@]host[:port]/module  (repeatable, or ';'-separated)\n"
            "     secrets=FILE state=DIR sync delay=MS exclude=PATTERN log=FILE\n"
-           "     max_fds=N (default 4096) timeout=SECONDS (default 1) threads=N no_writeback\n"
+           "     max_fds=N (default 4096) timeout=SECONDS (default 30) threads=N no_writeback\n"
            "     allow_other default_permissions ro noatime relatime ... (see syncfs(8))\n";
 }
 

@@ -32,7 +32,7 @@ struct MountOptions {
 
     // Filesystem behaviour.
     std::uint32_t max_fds = 4096;       // max_fds=N: cap on fds the daemon holds open
-    double timeout = 1.0;               // timeout=SECONDS: entry/attr cache lifetime
+    double timeout = 30.0;              // timeout=SECONDS: entry/attr cache lifetime
     bool writeback = true;              // writeback / no_writeback: kernel writeback cache
     unsigned max_threads = 8;           // threads=N: FUSE worker threads
 

@@ -46,9 +46,10 @@ private:
 // A directory under /tmp, world-traversable (non-root children use it), removed at scope end.
 class TempDir {
 public:
-    TempDir() {
-        char tmpl[] = "/tmp/syncfs-test-XXXXXX";
-        const char* p = ::mkdtemp(tmpl);
+    // `base`: parent directory ("/dev/shm" puts SOURCE on tmpfs for the big tests).
+    explicit TempDir(const std::string& base = "/tmp") {
+        std::string tmpl = base + "/syncfs-test-XXXXXX";
+        const char* p = ::mkdtemp(tmpl.data());
         if (!p) throw std::runtime_error("mkdtemp failed");
         path_ = p;
         ::chmod(path_.c_str(), 0755);
