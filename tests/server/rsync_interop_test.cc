@@ -565,3 +565,19 @@ TEST_F(RsyncInterop, HostileLengthsAndIndicesAreRefused) {
 
 }  // namespace
 }  // namespace sfs::test
+
+namespace sfs::test {
+namespace {
+
+TEST_F(RsyncInterop, PullHonoursTheClientsExcludes) {
+    make_tree(dir, dir / "web");
+    auto r = run("rsync -a --exclude='*.txt' --exclude=/exec.sh " + url("web/") + " " + (dir / "dst/"));
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_FALSE(fs::exists(dir / "dst/a.txt"));
+    EXPECT_FALSE(fs::exists(dir / "dst/sub/big.txt"));
+    EXPECT_FALSE(fs::exists(dir / "dst/exec.sh"));
+    EXPECT_TRUE(fs::exists(dir / "dst/sub/private"));
+}
+
+}  // namespace
+}  // namespace sfs::test
