@@ -21,6 +21,7 @@
 #include "server/daemon/conn_limit.h"
 #include "server/daemon/line_io.h"
 #include "server/daemon/privileges.h"
+#include "server/daemon/refusal.h"
 #include "server/rsync/session.h"
 
 namespace sfs::server {
@@ -212,11 +213,16 @@ private:
         access.numeric_ids = p.tristate(P::numeric_ids).value_or(env->chrooted);
         access.am_root = env->am_root;
 
-        if (std::string opt = refused_option(*args, p.str(P::refuse_options)); !opt.empty())
-            spdlog::warn("{} ({}): module {}: client option {} is refused by 'refuse options'",
-                         peer_.display_name(), peer_.address, m.name, opt);
-        // The refusal itself (and read only / write only) is reported by the session on the
-        // multiplexed error channel, where the client prints it (rsync main.c does the same).
+        if (std::string opt = refused_option(*args, p.str(P::refuse_options)); !opt.empty()) {
+            std::string msg = "The server is configured to refuse " + opt;
+            auto told = refuse_transfer(in_fd_, out_fd_, protocol_, msg);
+            ok_ = false;
+            result_ = "refused: client option " + opt + " is in 'refuse options'" +
+                      (told ? "" : " (" + told.error().message + ")");
+            return;
+        }
+        // read only / write only are enforced by the session, which reports them on the
+        // multiplexed error channel where the client prints them (rsync main.c does the same).
         if (pull ? access.write_only : access.read_only)
             spdlog::info("{} ({}): {} refused: module {} is {}", peer_.display_name(), peer_.address,
                          report_.request, m.name, pull ? "write only" : "read only");

@@ -177,6 +177,23 @@ TEST_F(DaemonTest, ListensOnIpv6AndMatchesIpv6Hosts) {
     EXPECT_EQ(allowed.output.find("access denied"), std::string::npos) << allowed.output;
 }
 
+// `refuse options`: the client prints rsyncd's message; nothing is transferred.
+TEST_F(DaemonTest, RefusedOptionIsReportedToTheClient) {
+    std::filesystem::create_directories(dir / "src");
+    write_file(dir / "src/new.txt", "new\n");
+    std::string cfg = config() + "[strict]\n  path = " + (dir / "hidden") +
+                      "\n  read only = no\n  refuse options = delete checksum\n";
+    Daemon d(dir, cfg);
+    ASSERT_GT(d.pid(), 0);
+    auto r = run("rsync -r --delete " + (dir / "src/") + " " + d.url("strict/"));
+    EXPECT_NE(r.status, 0);
+    EXPECT_NE(r.output.find("The server is configured to refuse --delete"), std::string::npos) << r.output;
+    auto c = run("rsync -rc " + (dir / "src/") + " " + d.url("strict/"));
+    EXPECT_NE(c.output.find("The server is configured to refuse --checksum"), std::string::npos) << c.output;
+    EXPECT_FALSE(std::filesystem::exists(dir / "hidden/new.txt"));
+    EXPECT_TRUE(d.log_has("client option --delete is in 'refuse options'")) << d.log();
+}
+
 TEST_F(DaemonTest, DeniedUnlistedModuleLooksUnknown) {
     std::string cfg = config() + "[secret]\n  path = " + (dir / "web") + "\n  list = no\n  hosts deny = 127.0.0.0/255.255.255.0\n";
     Daemon d(dir, cfg);
