@@ -3,9 +3,11 @@
 // preservation, --delete, -c, --inplace, --partial, -n, --stats/-v, -z, -H, delta
 // efficiency on a 1 GiB file, forced protocol versions, unsupported options and hostile
 // paths. Trees are compared with diff -r and lstat.
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <regex>
@@ -577,6 +579,37 @@ TEST_F(RsyncInterop, PullHonoursTheClientsExcludes) {
     EXPECT_FALSE(fs::exists(dir / "dst/sub/big.txt"));
     EXPECT_FALSE(fs::exists(dir / "dst/exec.sh"));
     EXPECT_TRUE(fs::exists(dir / "dst/sub/private"));
+}
+
+}  // namespace
+}  // namespace sfs::test
+
+namespace sfs::test {
+namespace {
+
+// A full disk on the mirror: the client gets the error, the old file stays intact, no temp
+// file is left behind, and the session goes on with the next file.
+TEST_F(RsyncInterop, FullDiskKeepsTheOldFileAndReportsTheError) {
+    if (::mount("tmpfs", (dir / "web").c_str(), "tmpfs", 0, "size=1m") != 0)
+        GTEST_SKIP() << "cannot mount a small tmpfs: " << std::strerror(errno);
+    struct Unmount {
+        std::string p;
+        ~Unmount() { ::umount2(p.c_str(), MNT_DETACH); }
+    } unmount{dir / "web"};
+    write_file(dir / "web/big.bin", "old contents\n");
+    write_file(dir / "web/small", "old\n");
+    ASSERT_EQ(run("head -c 3000000 /dev/urandom > " + (dir / "src/big.bin")).status, 0);
+    write_file(dir / "src/small", "new\n");
+    set_mtime(dir / "src/small", 1600000000);
+    auto r = run("rsync -r -t " + (dir / "src/") + " " + url("web/"));
+    EXPECT_EQ(r.status, 23) << r.output;
+    EXPECT_NE(r.output.find("No space left on device"), std::string::npos) << r.output;
+    EXPECT_EQ(read_file(dir / "web/big.bin"), "old contents\n");
+    EXPECT_EQ(read_file(dir / "web/small"), "new\n");
+    for (const auto& e : fs::directory_iterator(dir / "web")) {
+        std::string n = e.path().filename().string();
+        EXPECT_TRUE(n == "big.bin" || n == "small") << "left behind: " << n;
+    }
 }
 
 }  // namespace
