@@ -199,6 +199,8 @@ Result<void> Push::receive_file(std::int32_t ndx, int phase, bool& ok) {
             cleanup_tmp();
         }
     }
+    spdlog::debug("rsync [{}] recv {} ({} bytes, {} blocks of {} from the basis)", ctx.module->name, path,
+                  offset, h.count, h.blength);
     ++ctx.stats.files_transferred;
     return {};
 }
@@ -327,10 +329,12 @@ Result<void> run_receiver(Context& ctx) {
     r.plan_hardlinks();
 
     Result<void> gen_result;
+    std::atomic<bool> gen_failed_first{false};
     std::thread gen([&] {
         gen_result = r.generate();
-        if (!gen_result) {
+        if (!gen_result && !r.abort) {
             // Unblock the receiver's read: the session ends with the generator's error.
+            gen_failed_first = true;
             ::shutdown(ctx.in_fd, SHUT_RD);
         }
     });
@@ -340,6 +344,7 @@ Result<void> run_receiver(Context& ctx) {
         r.events.push({RecvEvent::failed, 0});
     }
     gen.join();
+    if (gen_failed_first) return gen_result;
     if (!recv_result) return recv_result;
     return gen_result;
 }

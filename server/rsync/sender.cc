@@ -298,6 +298,8 @@ Result<void> run_sender(Context& ctx) {
         auto digest = protocol::match_and_send(tokens, *sums, reader, st.st_size, ctx.seed, &ms, o.inplace);
         if (!digest) return std::unexpected(digest.error());
         if (auto r = ctx.out->write(digest->data(), digest->size()); !r) return r;
+        spdlog::debug("rsync [{}] send {} ({} literal, {} matched bytes)", ctx.module->name, e.local_path,
+                      ms.literal, ms.matched);
         ++ctx.stats.files_transferred;
     }
     if (auto r = ctx.out->write_i32(-1); !r) return r;
