@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "server/daemon/auth.h"
+#include "server/rsync/session.h"
 #include "tests/server/daemon_harness.h"
 
 namespace sfs::test {
@@ -137,6 +138,36 @@ TEST_F(DaemonTest, AuthFlowOverRawSocket) {
     ASSERT_TRUE(ok);
     EXPECT_EQ(*ok, "@RSYNCD: OK");
     ::close(fd);
+}
+
+// Clients that send no digest list (older rsync): md4 "old style" (4 zero bytes hashed
+// first) when the NEGOTIATED protocol is below 30, md5 from 30 on. The wrong digest fails.
+TEST_F(DaemonTest, AuthDigestWithoutClientListFollowsTheProtocol) {
+    Daemon d(dir, config());
+    ASSERT_GT(d.pid(), 0);
+    struct Case {
+        std::string greeting;
+        server::AuthDigest digest;
+        bool ok;
+    };
+    const auto v30 = server::max_protocol_version() >= 30 ? server::AuthDigest::md5 : server::AuthDigest::md4_old;
+    for (const auto& c : std::vector<Case>{{"@RSYNCD: 29.0", server::AuthDigest::md4_old, true},
+                                           {"@RSYNCD: 29.0", server::AuthDigest::md5, false},
+                                           {"@RSYNCD: 30.0", v30, true},
+                                           {"@RSYNCD: 31.0 md4", server::AuthDigest::md4, true},
+                                           {"@RSYNCD: 31.0 md4", server::AuthDigest::md4_old, false}}) {
+        int fd = connect_port(d.port());
+        ASSERT_GE(fd, 0);
+        read_line(fd);
+        send_text(fd, c.greeting + "\nsecure\n");
+        auto challenge_line = read_line(fd);
+        ASSERT_TRUE(challenge_line && challenge_line->starts_with("@RSYNCD: AUTHREQD ")) << c.greeting;
+        send_text(fd, "bob " + server::auth_response(c.digest, "builder", challenge_line->substr(18)) + "\n");
+        auto reply = read_line(fd);
+        ASSERT_TRUE(reply) << c.greeting;
+        EXPECT_EQ(*reply, c.ok ? "@RSYNCD: OK" : "@ERROR: auth failed on module secure") << c.greeting;
+        ::close(fd);
+    }
 }
 
 TEST_F(DaemonTest, SecretsFileReadableByOthersIsRefusedUnderStrictModes) {
