@@ -292,6 +292,9 @@ int run_inetd(const DaemonOptions& /*options*/, const DaemonConfig& config) {
     ::signal(SIGPIPE, SIG_IGN);
     Peer peer;
     peer.address = peer_address(0);
+    // Logged before the connection may chroot: the first syslog() call connects to
+    // /dev/log, which is unreachable from inside the module's root.
+    spdlog::info("inetd connection from {}", peer.address);
     ConnectionReport r = serve_connection(0, 1, config, peer, ConnectionOptions{});
     spdlog::info("{}", format_report(r));
     return r.ok ? 0 : 1;
