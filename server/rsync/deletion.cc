@@ -64,7 +64,8 @@ bool Push::remove_tree(int parent, const std::string& name, const std::string& s
 
 // delete_in_dir() for every directory of the list (delete-before, as protocol 27 does).
 void Push::delete_pass() {
-    if (!o().delete_mode || !o().recurse || !local_name.empty()) return;
+    // With -d but no -r only the transfer roots (top directories) had their contents sent.
+    if (!o().delete_mode || !(o().recurse || o().xfer_dirs) || !local_name.empty()) return;
     if (sender_io_error && !o().ignore_errors && !ctx.module->ignore_errors) {
         ctx.error("IO error encountered -- skipping file deletion");
         return;
@@ -74,6 +75,7 @@ void Push::delete_pass() {
         if (e.active) names.insert(e.name);
     for (const auto& e : list) {
         if (!e.active || !S_ISDIR(e.mode)) continue;
+        if (!o().recurse && !e.top_dir) continue;
         std::string local = join_path(dest, e.name);
         auto fd = ctx.root.open_beneath(local, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
         if (!fd) continue;

@@ -124,8 +124,11 @@ struct Builder {
     }
 
     // Adds the children of directory `local` (wire prefix `wire`), recursing when asked.
-    void add_dir_contents(const std::string& wire, const std::string& local, bool recurse, dev_t dev) {
-        auto fd = ctx.root.open_beneath(local, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    // follow: the transfer root given as "link/" may be a symlink to a directory inside the
+    // module (resolution stays beneath the root either way).
+    void add_dir_contents(const std::string& wire, const std::string& local, bool recurse, dev_t dev,
+                          bool follow = false) {
+        auto fd = ctx.root.open_beneath(local, O_RDONLY | O_DIRECTORY | (follow ? 0 : O_NOFOLLOW));
         if (!fd) {
             ctx.error("rsync: opendir \"" + local + "\" (in " + ctx.module->name + ") failed: " +
                       std::strerror(fd.error()) + " (" + std::to_string(fd.error()) + ")");
@@ -175,13 +178,23 @@ struct Builder {
             io_error |= 1;
             return;
         }
+        bool followed = false;
+        if (S_ISLNK(st->st_mode) && contents) {
+            // "link/" names the directory the link points to, if that stays inside the module.
+            auto dfd = ctx.root.open_beneath(arg, O_RDONLY | O_DIRECTORY);
+            struct stat dst {};
+            if (dfd && fstat(dfd->get(), &dst) == 0 && S_ISDIR(dst.st_mode)) {
+                *st = dst;
+                followed = true;
+            }
+        }
         if (S_ISDIR(st->st_mode) && contents) {
             if (!o.recurse && !o.xfer_dirs) {
                 ctx.info("skipping directory .");
                 return;
             }
             add(".", arg, *st, true);
-            add_dir_contents(".", arg, o.recurse, st->st_dev);
+            add_dir_contents(".", arg, o.recurse, st->st_dev, followed);
             return;
         }
         std::string wire = base_of(arg);

@@ -380,6 +380,9 @@ TEST_F(RsyncInterop, SymlinkPlantedInModuleCannotRedirectWrites) {
     auto p = run("rsync -a " + url("web/escape/secret") + " " + (dir / "stolen"));
     EXPECT_NE(p.status, 0);
     EXPECT_FALSE(fs::exists(dir / "stolen"));
+    // "escape/" (a link to a directory outside) is not followed: no outside content arrives.
+    run("rsync -a " + url("web/escape/") + " " + (dir / "stolen2/"));
+    EXPECT_FALSE(fs::exists(dir / "stolen2/secret"));
     // A push of escape/ as a directory replaces the link inside the module; nothing lands outside.
     fs::create_directories(dir / "src/escape");
     write_file(dir / "src/escape/secret", "overwritten\n");
@@ -610,6 +613,34 @@ TEST_F(RsyncInterop, FullDiskKeepsTheOldFileAndReportsTheError) {
         std::string n = e.path().filename().string();
         EXPECT_TRUE(n == "big.bin" || n == "small") << "left behind: " << n;
     }
+}
+
+}  // namespace
+}  // namespace sfs::test
+
+namespace sfs::test {
+namespace {
+
+TEST_F(RsyncInterop, DirsModeDeletesOnlyInTheTopDirectory) {
+    fs::create_directories(dir / "src/sub");
+    write_file(dir / "src/keep", "k");
+    fs::create_directories(dir / "web/sub");
+    write_file(dir / "web/gone", "x");
+    write_file(dir / "web/sub/untouched", "x");
+    auto r = run("rsync -d --delete " + (dir / "src/") + " " + url("web/"));
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_FALSE(fs::exists(dir / "web/gone"));
+    EXPECT_TRUE(fs::exists(dir / "web/sub/untouched"));   // sub's contents were not sent
+    EXPECT_EQ(read_file(dir / "web/keep"), "k");
+}
+
+TEST_F(RsyncInterop, PullThroughAnInModuleDirectorySymlink) {
+    make_tree(dir, dir / "web/real");
+    fs::create_symlink("real", dir / "web/alias");
+    auto r = run("rsync -a " + url("web/alias/") + " " + (dir / "dst/"));
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_EQ(read_file(dir / "dst/a.txt"), "hello\n");
+    EXPECT_TRUE(fs::exists(dir / "dst/sub/big.txt"));
 }
 
 }  // namespace
