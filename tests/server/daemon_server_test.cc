@@ -313,6 +313,20 @@ TEST_F(DaemonTest, ProtocolDispatchOnFirstLine) {
     }
 }
 
+TEST_F(DaemonTest, ControlBytesInNamesAreNotEchoed) {
+    Daemon d(dir, config());
+    ASSERT_GT(d.pid(), 0);
+    int fd = connect_port(d.port());
+    ASSERT_GE(fd, 0);
+    read_line(fd);
+    send_text(fd, "@RSYNCD: 30.0 md5\nwe\x1b[31mb\r\x07x\n");
+    auto err = read_line(fd);
+    ASSERT_TRUE(err);
+    EXPECT_EQ(*err, "@ERROR: Unknown module 'we?[31mb??x'");
+    ::close(fd);
+    EXPECT_TRUE(d.log_has("unknown module 'we?[31mb??x'")) << d.log();
+}
+
 TEST_F(DaemonTest, HandshakeLinesAreBounded) {
     Daemon d(dir, config());
     ASSERT_GT(d.pid(), 0);
