@@ -368,6 +368,9 @@ TEST_F(DaemonTest, SighupReloadsAndABadConfigKeepsTheOldOne) {
 TEST_F(DaemonTest, SigtermExitsZeroAndRemovesPidFile) {
     Daemon d(dir, config());
     ASSERT_GT(d.pid(), 0);
+    // In the foreground the port is open a moment before the pid file is written.
+    for (int i = 0; i < 100 && !std::filesystem::exists(dir / "syncfsd.pid"); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
     ASSERT_EQ(read_file(dir / "syncfsd.pid"), std::to_string(d.pid()) + "\n");
     EXPECT_EQ(d.signal_and_wait(SIGTERM), 0);
     EXPECT_FALSE(std::filesystem::exists(dir / "syncfsd.pid"));
@@ -404,11 +407,8 @@ TEST_F(DaemonTest, DetachesWritesPidFileAndStopsOnSigterm) {
     auto r = run(std::string(SYNCFSD_BIN) + " --config " + (dir / "d.conf") + " --address 127.0.0.1 --port " +
                  std::to_string(port) + " --log-file " + (dir / "d.log"));
     ASSERT_EQ(r.status, 0) << r.output;
-    pid_t pid = 0;
-    for (int i = 0; i < 100 && pid == 0; ++i) {
-        pid = std::atoi(read_file(dir / "syncfsd.pid").c_str());
-        if (pid == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    // The parent returns only once the daemon runs and its pid file exists.
+    pid_t pid = std::atoi(read_file(dir / "syncfsd.pid").c_str());
     ASSERT_GT(pid, 0);
     auto listing = run("rsync rsync://127.0.0.1:" + std::to_string(port) + "/");
     EXPECT_NE(listing.output.find("web"), std::string::npos) << listing.output;
@@ -420,6 +420,21 @@ TEST_F(DaemonTest, DetachesWritesPidFileAndStopsOnSigterm) {
     }
     EXPECT_TRUE(gone);
     if (!gone) ::kill(pid, SIGKILL);
+}
+
+// Detached start with a pid file naming a live process: the parent exits 1.
+TEST_F(DaemonTest, DetachedStartFailsWhenAlreadyRunning) {
+    Daemon d(dir, config());
+    ASSERT_GT(d.pid(), 0);
+    for (int i = 0; i < 100 && !std::filesystem::exists(dir / "syncfsd.pid"); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    write_file(dir / "d.conf", config());
+    auto r = run(std::string(SYNCFSD_BIN) + " --config " + (dir / "d.conf") + " --address 127.0.0.1 --port " +
+                 std::to_string(free_port()) + " --log-file " + (dir / "d.log"));
+    EXPECT_EQ(r.status, 1) << r.output;
+    EXPECT_NE(read_file(dir / "d.log").find("already running with pid " + std::to_string(d.pid())), std::string::npos)
+        << read_file(dir / "d.log");
+    EXPECT_EQ(read_file(dir / "syncfsd.pid"), std::to_string(d.pid()) + "\n") << "the running daemon's pid file was touched";
 }
 
 TEST_F(DaemonTest, MalformedConfigFailsWithFileAndLine) {
