@@ -53,5 +53,12 @@ struct MatchStats {
 Result<Digest> match_and_send(TokenWriter& tokens, const SumSet& sums, const std::uint8_t* data,
                               std::int64_t len, std::int32_t seed, MatchStats* stats,
                               bool updating_basis = false);
+// The same over a file read through `read` with a bounded sliding window (no mmap, so a
+// file truncated meanwhile cannot raise SIGBUS: missing bytes are sent as zeros).
+Result<Digest> match_and_send(TokenWriter& tokens, const SumSet& sums, const BlockReader& read,
+                              std::int64_t len, std::int32_t seed, MatchStats* stats,
+                              bool updating_basis = false);
+// Largest block length the sender accepts (a 16 MiB block means a 256 TiB file).
+inline constexpr std::int32_t kMaxSendBlockLength = 16 << 20;
 
 }  // namespace sfs::protocol

@@ -106,7 +106,9 @@ constexpr std::pair<char, std::string_view> kLetters[] = {
     {'W', "whole-file"}, {'X', "xattrs"},
 };
 
+// rsyncd: refusing "delete" refuses every --delete-WHEN variant too.
 bool matches(std::string_view name, const std::string& pattern) {
+    if (pattern == "delete" && name.starts_with("delete")) return true;
     return ::fnmatch(pattern.c_str(), std::string(name).c_str(), 0) == 0;
 }
 

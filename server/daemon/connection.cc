@@ -1,6 +1,7 @@
 #include "server/daemon/connection.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -21,6 +22,7 @@
 #include "server/daemon/conn_limit.h"
 #include "server/daemon/line_io.h"
 #include "server/daemon/privileges.h"
+#include "server/daemon/refusal.h"
 #include "server/rsync/session.h"
 
 namespace sfs::server {
@@ -55,6 +57,14 @@ std::optional<ClientGreeting> parse_greeting(std::string_view line) {
     if (rest.starts_with(" ")) g.digest_list = std::string(rest.substr(1));
     else if (!rest.empty()) return std::nullopt;
     return g;
+}
+
+// Client-supplied text as it may appear in messages and logs: control bytes become '?',
+// so a module or user name cannot forge log lines or terminal escapes.
+std::string printable(std::string_view s, std::size_t max = 256) {
+    std::string out;
+    for (char c : s.substr(0, max)) out.push_back(static_cast<unsigned char>(c) < 0x20 || c == 0x7f ? '?' : c);
+    return out;
 }
 
 // The negotiated version as rsync computes it (our subprotocol is 0).
@@ -104,11 +114,11 @@ private:
 
     void serve_rsync(const std::string& line) {
         auto g = parse_greeting(line);
-        if (!g) return refuse("protocol startup error", "bad greeting '" + line.substr(0, 80) + "'");
+        if (!g) return refuse("protocol startup error", "bad greeting '" + printable(line, 80) + "'");
         if (g->sub < 0 && g->version >= 30)
-            return refuse("your client omitted the subprotocol value: " + line, "greeting without subprotocol");
+            return refuse("your client omitted the subprotocol value: " + printable(line), "greeting without subprotocol");
         if (!g->digest_list && g->version > 31)
-            return refuse("your client omitted the digest name list: " + line, "greeting without digest list");
+            return refuse("your client omitted the digest name list: " + printable(line), "greeting without digest list");
         protocol_ = negotiate(our_version(), *g);
         if (protocol_ < kMinProtocol)
             return refuse("protocol version " + std::to_string(protocol_) + " is too old; syncfsd needs " +
@@ -121,9 +131,9 @@ private:
         auto mod = ch_.read_line(kMaxLine);
         if (!mod) return fail_quietly("no module line: " + mod.error().message);
         if (mod->empty() || *mod == "#list") return send_listing();
-        if (mod->front() == '#') return refuse("Unknown command '" + *mod + "'", "unknown command");
+        if (mod->front() == '#') return refuse("Unknown command '" + printable(*mod) + "'", "unknown command");
         const ModuleConfig* m = cfg_.find(*mod);
-        if (!m) return refuse("Unknown module '" + *mod + "'", "unknown module '" + *mod + "'");
+        if (!m) return refuse("Unknown module '" + printable(*mod) + "'", "unknown module '" + printable(*mod) + "'");
         report_.module = m->name;
         serve_module(*m);
     }
@@ -131,7 +141,13 @@ private:
     void send_motd() {
         std::string path = cfg_.global.str(P::motd_file);
         if (path.empty()) return;
-        UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+        // Like rsync's open_no_attacker_symlinks(): a symlink is followed only when root or
+        // we own it, so a planted link cannot send another file's bytes to every client.
+        int flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW;
+        struct stat lst {};
+        if (::lstat(path.c_str(), &lst) == 0 && S_ISLNK(lst.st_mode) && (lst.st_uid == 0 || lst.st_uid == ::geteuid()))
+            flags &= ~O_NOFOLLOW;
+        UniqueFd fd(::open(path.c_str(), flags));
         if (!fd) {
             spdlog::warn("motd file {}: {}", path, std::strerror(errno));
             return;
@@ -212,11 +228,16 @@ private:
         access.numeric_ids = p.tristate(P::numeric_ids).value_or(env->chrooted);
         access.am_root = env->am_root;
 
-        if (std::string opt = refused_option(*args, p.str(P::refuse_options)); !opt.empty())
-            spdlog::warn("{} ({}): module {}: client option {} is refused by 'refuse options'",
-                         peer_.display_name(), peer_.address, m.name, opt);
-        // The refusal itself (and read only / write only) is reported by the session on the
-        // multiplexed error channel, where the client prints it (rsync main.c does the same).
+        if (std::string opt = refused_option(*args, p.str(P::refuse_options)); !opt.empty()) {
+            std::string msg = "The server is configured to refuse " + opt;
+            auto told = refuse_transfer(in_fd_, out_fd_, protocol_, msg);
+            ok_ = false;
+            result_ = "refused: client option " + opt + " is in 'refuse options'" +
+                      (told ? "" : " (" + told.error().message + ")");
+            return;
+        }
+        // read only / write only are enforced by the session, which reports them on the
+        // multiplexed error channel where the client prints them (rsync main.c does the same).
         if (pull ? access.write_only : access.read_only)
             spdlog::info("{} ({}): {} refused: module {} is {}", peer_.display_name(), peer_.address,
                          report_.request, m.name, pull ? "write only" : "read only");
@@ -258,12 +279,12 @@ private:
                         *challenge};
         auto res = check_auth(req, *line);
         if (!res) {
-            if (auto sp = line->find(' '); sp != std::string::npos) report_.user = line->substr(0, std::min<std::size_t>(sp, 64));
+            if (auto sp = line->find(' '); sp != std::string::npos) report_.user = printable(line->substr(0, sp), 64);
             auth_fail_delay();
             refuse("auth failed on module " + m.name, "auth failed: " + res.error().message);
             return std::nullopt;
         }
-        report_.user = res->user;
+        report_.user = printable(res->user, 64);
         return std::move(*res);
     }
 
@@ -285,7 +306,7 @@ private:
     void refuse(const std::string& client_text, const std::string& log_detail) {
         (void)ch_.write("@ERROR: " + client_text + "\n");
         ok_ = false;
-        result_ = "refused: " + log_detail;
+        result_ = "refused: " + printable(log_detail, 512);
     }
 
     void fail_quietly(const std::string& why) {

@@ -91,10 +91,26 @@ Result<UniqueFd> signal_fd(sigset_t& set) {
     return fd;
 }
 
-Result<void> detach() {
+// Forks into the background. The parent stays until the child reports (through
+// `ready`) that it runs and its pid file exists, so `syncfsd && cat $pidfile` and
+// systemd's Type=forking with PIDFile= never race; the parent's exit status is the child's
+// startup result. Returns the write end of that pipe in the child.
+Result<UniqueFd> detach() {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) return fail(std::string("pipe: ") + std::strerror(errno));
+    UniqueFd rd(p[0]), wr(p[1]);
     pid_t pid = ::fork();
     if (pid < 0) return fail(std::string("fork: ") + std::strerror(errno));
-    if (pid > 0) ::_exit(0);
+    if (pid > 0) {
+        wr.reset();
+        char status = 1;
+        ssize_t n;
+        do {
+            n = ::read(rd.get(), &status, 1);
+        } while (n < 0 && errno == EINTR);
+        ::_exit(n == 1 && status == 0 ? 0 : 1);
+    }
+    rd.reset();
     ::setsid();
     if (::chdir("/") != 0) return fail(std::string("chdir /: ") + std::strerror(errno));
     UniqueFd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
@@ -103,7 +119,7 @@ Result<void> detach() {
         ::dup2(null.get(), 1);
         ::dup2(null.get(), 2);
     }
-    return {};
+    return wr;
 }
 
 void log_warnings(const std::vector<std::string>& warnings) {
@@ -133,17 +149,25 @@ public:
         }
         sigfd_ = std::move(*sfd);
         sigmask_ = set;
+        UniqueFd ready;  // detached: tells the waiting parent that startup finished
         if (!opt_.no_detach) {
-            if (auto d = detach(); !d) {
+            auto d = detach();
+            if (!d) {
                 spdlog::error("{}", d.error().message);
                 return 1;
             }
+            ready = std::move(*d);
         }
         if (std::string pf = g.str(P::pid_file); !pf.empty()) {
             if (auto ok = pid_file_.create(pf); !ok) {
                 spdlog::error("{}", ok.error().message);
-                return 1;
+                return 1;  // closing `ready` without a byte makes the parent exit 1
             }
+        }
+        if (ready) {
+            const char ok = 0;
+            (void)::write(ready.get(), &ok, 1);
+            ready.reset();
         }
         spdlog::info("syncfsd starting, listening on {} port {} (config {})", address.empty() ? "*" : address, port,
                      cfg_->path);
@@ -292,6 +316,9 @@ int run_inetd(const DaemonOptions& /*options*/, const DaemonConfig& config) {
     ::signal(SIGPIPE, SIG_IGN);
     Peer peer;
     peer.address = peer_address(0);
+    // Logged before the connection may chroot: the first syslog() call connects to
+    // /dev/log, which is unreachable from inside the module's root.
+    spdlog::info("inetd connection from {}", peer.address);
     ConnectionReport r = serve_connection(0, 1, config, peer, ConnectionOptions{});
     spdlog::info("{}", format_report(r));
     return r.ok ? 0 : 1;

@@ -5,7 +5,6 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -26,31 +25,6 @@ namespace {
 using protocol::FileEntry;
 
 constexpr std::size_t kMaxSendEntries = 5'000'000;
-
-// A read-only mapping of a whole file (empty files map nothing).
-class Mapping {
-public:
-    Mapping() = default;
-    Mapping(const Mapping&) = delete;
-    Mapping& operator=(const Mapping&) = delete;
-    ~Mapping() {
-        if (p_ && p_ != MAP_FAILED) munmap(p_, len_);
-    }
-    bool map(int fd, std::size_t len) {
-        len_ = len;
-        if (len == 0) return true;
-        p_ = mmap(nullptr, len, PROT_READ, MAP_PRIVATE, fd, 0);
-        return p_ != MAP_FAILED;
-    }
-    const std::uint8_t* data() const {
-        static const std::uint8_t kEmpty = 0;
-        return (p_ && p_ != MAP_FAILED) ? static_cast<const std::uint8_t*>(p_) : &kEmpty;
-    }
-
-private:
-    void* p_ = nullptr;
-    std::size_t len_ = 0;
-};
 
 struct Builder {
     Context& ctx;
@@ -150,8 +124,11 @@ struct Builder {
     }
 
     // Adds the children of directory `local` (wire prefix `wire`), recursing when asked.
-    void add_dir_contents(const std::string& wire, const std::string& local, bool recurse, dev_t dev) {
-        auto fd = ctx.root.open_beneath(local, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    // follow: the transfer root given as "link/" may be a symlink to a directory inside the
+    // module (resolution stays beneath the root either way).
+    void add_dir_contents(const std::string& wire, const std::string& local, bool recurse, dev_t dev,
+                          bool follow = false) {
+        auto fd = ctx.root.open_beneath(local, O_RDONLY | O_DIRECTORY | (follow ? 0 : O_NOFOLLOW));
         if (!fd) {
             ctx.error("rsync: opendir \"" + local + "\" (in " + ctx.module->name + ") failed: " +
                       std::strerror(fd.error()) + " (" + std::to_string(fd.error()) + ")");
@@ -201,13 +178,23 @@ struct Builder {
             io_error |= 1;
             return;
         }
+        bool followed = false;
+        if (S_ISLNK(st->st_mode) && contents) {
+            // "link/" names the directory the link points to, if that stays inside the module.
+            auto dfd = ctx.root.open_beneath(arg, O_RDONLY | O_DIRECTORY);
+            struct stat dst {};
+            if (dfd && fstat(dfd->get(), &dst) == 0 && S_ISDIR(dst.st_mode)) {
+                *st = dst;
+                followed = true;
+            }
+        }
         if (S_ISDIR(st->st_mode) && contents) {
             if (!o.recurse && !o.xfer_dirs) {
                 ctx.info("skipping directory .");
                 return;
             }
             add(".", arg, *st, true);
-            add_dir_contents(".", arg, o.recurse, st->st_dev);
+            add_dir_contents(".", arg, o.recurse, st->st_dev, followed);
             return;
         }
         std::string wire = base_of(arg);
@@ -307,21 +294,25 @@ Result<void> run_sender(Context& ctx) {
                            "): " + std::strerror(err) + " (" + std::to_string(err) + ")");
             continue;   // below protocol 30 nothing is sent for this index
         }
-        Mapping map;
-        if (!map.map(fd->get(), static_cast<std::size_t>(st.st_size))) {
-            ctx.error("rsync: mmap \"" + e.local_path + "\" failed: " + std::strerror(errno));
-            continue;
-        }
         std::string head;
         protocol::put_i32(head, *ndx);
         protocol::write_sum_head(head, sums->head);
         if (auto r = ctx.out->write(head); !r) return r;
         protocol::TokenWriter tokens(*ctx.out, o.compress, o.compress_level, ctx.protocol);
         protocol::MatchStats ms;
-        auto digest = protocol::match_and_send(tokens, *sums, map.data(), st.st_size, ctx.seed, &ms,
-                                               o.inplace);
+        int rfd = fd->get();
+        protocol::BlockReader reader = [rfd](std::int64_t off, std::uint8_t* buf, std::size_t n) -> std::size_t {
+            for (;;) {
+                ssize_t r = ::pread(rfd, buf, n, off);
+                if (r < 0 && errno == EINTR) continue;
+                return r < 0 ? 0 : static_cast<std::size_t>(r);
+            }
+        };
+        auto digest = protocol::match_and_send(tokens, *sums, reader, st.st_size, ctx.seed, &ms, o.inplace);
         if (!digest) return std::unexpected(digest.error());
         if (auto r = ctx.out->write(digest->data(), digest->size()); !r) return r;
+        spdlog::debug("rsync [{}] send {} ({} literal, {} matched bytes)", ctx.module->name, e.local_path,
+                      ms.literal, ms.matched);
         ++ctx.stats.files_transferred;
     }
     if (auto r = ctx.out->write_i32(-1); !r) return r;

@@ -1,5 +1,6 @@
 // Token streams: the sender's delta (match_and_send) applied by a TokenReader against the
 // basis reproduces the new file, plain and deflated, and hostile streams are rejected.
+#include <cstring>
 #include <random>
 
 #include <gtest/gtest.h>
@@ -168,6 +169,66 @@ TEST(RsyncToken, RejectsHostileStreams) {
         for (auto v : vals) put_i32(s, v);
         SpanReader sin(s);
         EXPECT_FALSE(read_sums(sin, 1 << 22));
+    }
+}
+
+}  // namespace
+}  // namespace sfs::protocol
+
+namespace sfs::protocol {
+namespace {
+
+// Larger than the sender's read window: refills, literal flushes, a file that shrinks.
+TEST(RsyncMatch, WindowedReaderCoversLargeFilesAndShrinkingFiles) {
+    auto basis = random_bytes(12'000'000, 7);
+    auto target = basis;
+    for (std::size_t i = 3'000'000; i < 4'000'000; ++i) target[i] = static_cast<std::uint8_t>(i);   // 1 MB literal
+    SumHead h = sum_sizes_sqroot(static_cast<std::int64_t>(basis.size()), 27, kSumLength);
+    std::string sb;
+    write_sums(sb, h, basis.data(), static_cast<std::int64_t>(basis.size()), 9);
+    SpanReader sin(sb);
+    auto sums = read_sums(sin, 1 << 22);
+    ASSERT_TRUE(sums);
+    for (bool shrink : {false, true}) {
+        std::size_t avail = shrink ? 6'000'000 : target.size();
+        BlockReader rd = [&](std::int64_t off, std::uint8_t* buf, std::size_t n) -> std::size_t {
+            if (static_cast<std::size_t>(off) >= avail) return 0;
+            std::size_t k = std::min(n, avail - static_cast<std::size_t>(off));
+            std::memcpy(buf, target.data() + off, k);
+            return k;
+        };
+        StringWriter w;
+        TokenWriter tw(w, false, 6, 27);
+        MatchStats ms;
+        auto d = match_and_send(tw, *sums, rd, static_cast<std::int64_t>(target.size()), 9, &ms);
+        ASSERT_TRUE(d);
+        // Apply.
+        SpanReader in(w.data);
+        TokenReader tr(in, false, 27);
+        std::vector<std::uint8_t> out;
+        for (;;) {
+            auto t = tr.next();
+            ASSERT_TRUE(t);
+            if (t->kind == Token::end) break;
+            if (t->kind == Token::literal) {
+                out.insert(out.end(), t->data.begin(), t->data.end());
+            } else {
+                std::size_t off = static_cast<std::size_t>(t->index) * static_cast<std::size_t>(h.blength);
+                std::size_t len = std::min<std::size_t>(static_cast<std::size_t>(h.blength), basis.size() - off);
+                out.insert(out.end(), basis.begin() + static_cast<long>(off), basis.begin() + static_cast<long>(off + len));
+            }
+        }
+        ASSERT_EQ(out.size(), target.size());
+        auto want = target;
+        if (shrink) std::fill(want.begin() + 6'000'000, want.end(), 0);
+        EXPECT_TRUE(out == want) << "shrink=" << shrink;
+        Md4 m = file_transfer_sum(9);
+        m.update(out.data(), out.size());
+        EXPECT_EQ(m.finish(), *d);
+        if (!shrink) {
+            EXPECT_GE(ms.literal, 1'000'000);
+            EXPECT_LT(ms.literal, 1'020'000);
+        }
     }
 }
 

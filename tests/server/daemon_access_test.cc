@@ -255,6 +255,7 @@ TEST(DaemonArgs, BoundsAndGarbage) {
 TEST(DaemonArgs, RefuseOptions) {
     std::vector<std::string> args = {"--server", "-vlogDtprze.iLsfxC", "--delete-after", ".", "web/"};
     EXPECT_EQ(refused_option(args, "delete*"), "--delete-after");
+    EXPECT_EQ(refused_option(args, "delete"), "--delete-after") << "rsyncd: 'delete' covers --delete-WHEN";
     EXPECT_EQ(refused_option(args, "compress"), "--compress");
     EXPECT_EQ(refused_option(args, "checksum hard-links"), "");
     EXPECT_EQ(refused_option(args, "iLsfxC"), "") << "capability flags after -e are not options";

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "server/daemon/auth.h"
+#include "server/rsync/session.h"
 #include "tests/server/daemon_harness.h"
 
 namespace sfs::test {
@@ -139,6 +140,36 @@ TEST_F(DaemonTest, AuthFlowOverRawSocket) {
     ::close(fd);
 }
 
+// Clients that send no digest list (older rsync): md4 "old style" (4 zero bytes hashed
+// first) when the NEGOTIATED protocol is below 30, md5 from 30 on. The wrong digest fails.
+TEST_F(DaemonTest, AuthDigestWithoutClientListFollowsTheProtocol) {
+    Daemon d(dir, config());
+    ASSERT_GT(d.pid(), 0);
+    struct Case {
+        std::string greeting;
+        server::AuthDigest digest;
+        bool ok;
+    };
+    const auto v30 = server::max_protocol_version() >= 30 ? server::AuthDigest::md5 : server::AuthDigest::md4_old;
+    for (const auto& c : std::vector<Case>{{"@RSYNCD: 29.0", server::AuthDigest::md4_old, true},
+                                           {"@RSYNCD: 29.0", server::AuthDigest::md5, false},
+                                           {"@RSYNCD: 30.0", v30, true},
+                                           {"@RSYNCD: 31.0 md4", server::AuthDigest::md4, true},
+                                           {"@RSYNCD: 31.0 md4", server::AuthDigest::md4_old, false}}) {
+        int fd = connect_port(d.port());
+        ASSERT_GE(fd, 0);
+        read_line(fd);
+        send_text(fd, c.greeting + "\nsecure\n");
+        auto challenge_line = read_line(fd);
+        ASSERT_TRUE(challenge_line && challenge_line->starts_with("@RSYNCD: AUTHREQD ")) << c.greeting;
+        send_text(fd, "bob " + server::auth_response(c.digest, "builder", challenge_line->substr(18)) + "\n");
+        auto reply = read_line(fd);
+        ASSERT_TRUE(reply) << c.greeting;
+        EXPECT_EQ(*reply, c.ok ? "@RSYNCD: OK" : "@ERROR: auth failed on module secure") << c.greeting;
+        ::close(fd);
+    }
+}
+
 TEST_F(DaemonTest, SecretsFileReadableByOthersIsRefusedUnderStrictModes) {
     ::chmod((dir / "secrets").c_str(), 0644);
     Daemon d(dir, config());
@@ -175,6 +206,23 @@ TEST_F(DaemonTest, ListensOnIpv6AndMatchesIpv6Hosts) {
         << denied.output;
     auto allowed = run("rsync --timeout=5 --contimeout=5 " + host + "v6/");
     EXPECT_EQ(allowed.output.find("access denied"), std::string::npos) << allowed.output;
+}
+
+// `refuse options`: the client prints rsyncd's message; nothing is transferred.
+TEST_F(DaemonTest, RefusedOptionIsReportedToTheClient) {
+    std::filesystem::create_directories(dir / "src");
+    write_file(dir / "src/new.txt", "new\n");
+    std::string cfg = config() + "[strict]\n  path = " + (dir / "hidden") +
+                      "\n  read only = no\n  refuse options = delete checksum\n";
+    Daemon d(dir, cfg);
+    ASSERT_GT(d.pid(), 0);
+    auto r = run("rsync -r --delete " + (dir / "src/") + " " + d.url("strict/"));
+    EXPECT_NE(r.status, 0);
+    EXPECT_NE(r.output.find("The server is configured to refuse --delete"), std::string::npos) << r.output;
+    auto c = run("rsync -rc " + (dir / "src/") + " " + d.url("strict/"));
+    EXPECT_NE(c.output.find("The server is configured to refuse --checksum"), std::string::npos) << c.output;
+    EXPECT_FALSE(std::filesystem::exists(dir / "hidden/new.txt"));
+    EXPECT_TRUE(d.log_has("client option --delete is in 'refuse options'")) << d.log();
 }
 
 TEST_F(DaemonTest, DeniedUnlistedModuleLooksUnknown) {
@@ -265,6 +313,20 @@ TEST_F(DaemonTest, ProtocolDispatchOnFirstLine) {
     }
 }
 
+TEST_F(DaemonTest, ControlBytesInNamesAreNotEchoed) {
+    Daemon d(dir, config());
+    ASSERT_GT(d.pid(), 0);
+    int fd = connect_port(d.port());
+    ASSERT_GE(fd, 0);
+    read_line(fd);
+    send_text(fd, "@RSYNCD: 30.0 md5\nwe\x1b[31mb\r\x07x\n");
+    auto err = read_line(fd);
+    ASSERT_TRUE(err);
+    EXPECT_EQ(*err, "@ERROR: Unknown module 'we?[31mb??x'");
+    ::close(fd);
+    EXPECT_TRUE(d.log_has("unknown module 'we?[31mb??x'")) << d.log();
+}
+
 TEST_F(DaemonTest, HandshakeLinesAreBounded) {
     Daemon d(dir, config());
     ASSERT_GT(d.pid(), 0);
@@ -306,6 +368,9 @@ TEST_F(DaemonTest, SighupReloadsAndABadConfigKeepsTheOldOne) {
 TEST_F(DaemonTest, SigtermExitsZeroAndRemovesPidFile) {
     Daemon d(dir, config());
     ASSERT_GT(d.pid(), 0);
+    // In the foreground the port is open a moment before the pid file is written.
+    for (int i = 0; i < 100 && !std::filesystem::exists(dir / "syncfsd.pid"); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
     ASSERT_EQ(read_file(dir / "syncfsd.pid"), std::to_string(d.pid()) + "\n");
     EXPECT_EQ(d.signal_and_wait(SIGTERM), 0);
     EXPECT_FALSE(std::filesystem::exists(dir / "syncfsd.pid"));
@@ -342,11 +407,8 @@ TEST_F(DaemonTest, DetachesWritesPidFileAndStopsOnSigterm) {
     auto r = run(std::string(SYNCFSD_BIN) + " --config " + (dir / "d.conf") + " --address 127.0.0.1 --port " +
                  std::to_string(port) + " --log-file " + (dir / "d.log"));
     ASSERT_EQ(r.status, 0) << r.output;
-    pid_t pid = 0;
-    for (int i = 0; i < 100 && pid == 0; ++i) {
-        pid = std::atoi(read_file(dir / "syncfsd.pid").c_str());
-        if (pid == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    // The parent returns only once the daemon runs and its pid file exists.
+    pid_t pid = std::atoi(read_file(dir / "syncfsd.pid").c_str());
     ASSERT_GT(pid, 0);
     auto listing = run("rsync rsync://127.0.0.1:" + std::to_string(port) + "/");
     EXPECT_NE(listing.output.find("web"), std::string::npos) << listing.output;
@@ -358,6 +420,21 @@ TEST_F(DaemonTest, DetachesWritesPidFileAndStopsOnSigterm) {
     }
     EXPECT_TRUE(gone);
     if (!gone) ::kill(pid, SIGKILL);
+}
+
+// Detached start with a pid file naming a live process: the parent exits 1.
+TEST_F(DaemonTest, DetachedStartFailsWhenAlreadyRunning) {
+    Daemon d(dir, config());
+    ASSERT_GT(d.pid(), 0);
+    for (int i = 0; i < 100 && !std::filesystem::exists(dir / "syncfsd.pid"); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    write_file(dir / "d.conf", config());
+    auto r = run(std::string(SYNCFSD_BIN) + " --config " + (dir / "d.conf") + " --address 127.0.0.1 --port " +
+                 std::to_string(free_port()) + " --log-file " + (dir / "d.log"));
+    EXPECT_EQ(r.status, 1) << r.output;
+    EXPECT_NE(read_file(dir / "d.log").find("already running with pid " + std::to_string(d.pid())), std::string::npos)
+        << read_file(dir / "d.log");
+    EXPECT_EQ(read_file(dir / "syncfsd.pid"), std::to_string(d.pid()) + "\n") << "the running daemon's pid file was touched";
 }
 
 TEST_F(DaemonTest, MalformedConfigFailsWithFileAndLine) {

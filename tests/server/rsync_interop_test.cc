@@ -3,9 +3,11 @@
 // preservation, --delete, -c, --inplace, --partial, -n, --stats/-v, -z, -H, delta
 // efficiency on a 1 GiB file, forced protocol versions, unsupported options and hostile
 // paths. Trees are compared with diff -r and lstat.
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <regex>
@@ -378,6 +380,9 @@ TEST_F(RsyncInterop, SymlinkPlantedInModuleCannotRedirectWrites) {
     auto p = run("rsync -a " + url("web/escape/secret") + " " + (dir / "stolen"));
     EXPECT_NE(p.status, 0);
     EXPECT_FALSE(fs::exists(dir / "stolen"));
+    // "escape/" (a link to a directory outside) is not followed: no outside content arrives.
+    run("rsync -a " + url("web/escape/") + " " + (dir / "stolen2/"));
+    EXPECT_FALSE(fs::exists(dir / "stolen2/secret"));
     // A push of escape/ as a directory replaces the link inside the module; nothing lands outside.
     fs::create_directories(dir / "src/escape");
     write_file(dir / "src/escape/secret", "overwritten\n");
@@ -561,6 +566,81 @@ TEST_F(RsyncInterop, HostileLengthsAndIndicesAreRefused) {
         ::shutdown(0, 0);
     }
     EXPECT_FALSE(fs::exists(dir / "web/h"));
+}
+
+}  // namespace
+}  // namespace sfs::test
+
+namespace sfs::test {
+namespace {
+
+TEST_F(RsyncInterop, PullHonoursTheClientsExcludes) {
+    make_tree(dir, dir / "web");
+    auto r = run("rsync -a --exclude='*.txt' --exclude=/exec.sh " + url("web/") + " " + (dir / "dst/"));
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_FALSE(fs::exists(dir / "dst/a.txt"));
+    EXPECT_FALSE(fs::exists(dir / "dst/sub/big.txt"));
+    EXPECT_FALSE(fs::exists(dir / "dst/exec.sh"));
+    EXPECT_TRUE(fs::exists(dir / "dst/sub/private"));
+}
+
+}  // namespace
+}  // namespace sfs::test
+
+namespace sfs::test {
+namespace {
+
+// A full disk on the mirror: the client gets the error, the old file stays intact, no temp
+// file is left behind, and the session goes on with the next file.
+TEST_F(RsyncInterop, FullDiskKeepsTheOldFileAndReportsTheError) {
+    if (::mount("tmpfs", (dir / "web").c_str(), "tmpfs", 0, "size=1m") != 0)
+        GTEST_SKIP() << "cannot mount a small tmpfs: " << std::strerror(errno);
+    struct Unmount {
+        std::string p;
+        ~Unmount() { ::umount2(p.c_str(), MNT_DETACH); }
+    } unmount{dir / "web"};
+    write_file(dir / "web/big.bin", "old contents\n");
+    write_file(dir / "web/small", "old\n");
+    ASSERT_EQ(run("head -c 3000000 /dev/urandom > " + (dir / "src/big.bin")).status, 0);
+    write_file(dir / "src/small", "new\n");
+    set_mtime(dir / "src/small", 1600000000);
+    auto r = run("rsync -r -t " + (dir / "src/") + " " + url("web/"));
+    EXPECT_EQ(r.status, 23) << r.output;
+    EXPECT_NE(r.output.find("No space left on device"), std::string::npos) << r.output;
+    EXPECT_EQ(read_file(dir / "web/big.bin"), "old contents\n");
+    EXPECT_EQ(read_file(dir / "web/small"), "new\n");
+    for (const auto& e : fs::directory_iterator(dir / "web")) {
+        std::string n = e.path().filename().string();
+        EXPECT_TRUE(n == "big.bin" || n == "small") << "left behind: " << n;
+    }
+}
+
+}  // namespace
+}  // namespace sfs::test
+
+namespace sfs::test {
+namespace {
+
+TEST_F(RsyncInterop, DirsModeDeletesOnlyInTheTopDirectory) {
+    fs::create_directories(dir / "src/sub");
+    write_file(dir / "src/keep", "k");
+    fs::create_directories(dir / "web/sub");
+    write_file(dir / "web/gone", "x");
+    write_file(dir / "web/sub/untouched", "x");
+    auto r = run("rsync -d --delete " + (dir / "src/") + " " + url("web/"));
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_FALSE(fs::exists(dir / "web/gone"));
+    EXPECT_TRUE(fs::exists(dir / "web/sub/untouched"));   // sub's contents were not sent
+    EXPECT_EQ(read_file(dir / "web/keep"), "k");
+}
+
+TEST_F(RsyncInterop, PullThroughAnInModuleDirectorySymlink) {
+    make_tree(dir, dir / "web/real");
+    fs::create_symlink("real", dir / "web/alias");
+    auto r = run("rsync -a " + url("web/alias/") + " " + (dir / "dst/"));
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_EQ(read_file(dir / "dst/a.txt"), "hello\n");
+    EXPECT_TRUE(fs::exists(dir / "dst/sub/big.txt"));
 }
 
 }  // namespace
