@@ -170,13 +170,13 @@ Journal::~Journal() {
     if (flusher_.joinable()) flusher_.join();
 }
 
-std::uint64_t Journal::append(const fs::ChangeRecord& record) noexcept {
+std::uint64_t Journal::append(const fs::ChangeRecord& record, std::uint64_t epoch) noexcept {
     std::unique_lock lock(mu_);
     space_cv_.wait(lock, [&] { return buffer_.size() < options_.max_buffer_bytes || stop_; });
     const std::uint64_t seq = next_seq_++;
     if (buffer_.empty()) buffer_first_seq_ = seq;
     try {
-        encode_record(seq, record, buffer_);
+        encode_record(seq, record, epoch, buffer_);
     } catch (...) {
         // Out of memory: nothing sane is left to do for a write-ahead log.
         spdlog::critical("journal {}: cannot buffer record {}", dir_, seq);

@@ -54,7 +54,7 @@ public:
     Journal& operator=(const Journal&) = delete;
 
     // Appends a record; returns its seq. Thread-safe, no I/O.
-    std::uint64_t append(const fs::ChangeRecord& record) noexcept;
+    std::uint64_t append(const fs::ChangeRecord& record, std::uint64_t epoch = 0) noexcept;
 
     std::uint64_t last_seq() const noexcept;     // highest seq appended (0: none)
     std::uint64_t durable_seq() const noexcept;  // highest seq on disk

@@ -78,7 +78,7 @@ struct Reader {
 
 }  // namespace
 
-void encode_record(std::uint64_t seq, const fs::ChangeRecord& r, std::string& out) {
+void encode_record(std::uint64_t seq, const fs::ChangeRecord& r, std::uint64_t epoch, std::string& out) {
     const std::size_t start = out.size();
     out.append(8, '\0');  // checksum, filled below
     out.append(4, '\0');  // length, filled below
@@ -103,6 +103,7 @@ void encode_record(std::uint64_t seq, const fs::ChangeRecord& r, std::string& ou
     put_u64(out, r.length);
     put_str(out, r.xattr_name);
     put_str(out, r.xattr_value);
+    put_u64(out, epoch);
     const auto length = static_cast<std::uint32_t>(out.size() - payload_start);
     for (int i = 0; i < 4; ++i) out[start + 8 + i] = static_cast<char>(length >> (8 * i));
     const std::uint64_t sum = XXH3_64bits(out.data() + start + 8, out.size() - start - 8);
@@ -153,10 +154,12 @@ DecodeStatus decode_record(std::span<const char> bytes, DecodedRecord& out) {
     r.length = in.u64();
     r.xattr_name = in.str();
     r.xattr_value = in.str();
+    const std::uint64_t epoch = in.u64();
     if (!in.ok || in.left != 0) return DecodeStatus::BadPayload;
 
     out.seq = get_u64_at(h + 13);
     out.size = kRecordHeaderSize + length;
+    out.epoch = epoch;
     out.record = std::move(r);
     return DecodeStatus::Ok;
 }

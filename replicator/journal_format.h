@@ -17,7 +17,8 @@ inline constexpr std::size_t kRecordHeaderSize = 21;               // checksum, 
 inline constexpr std::uint32_t kMaxPayload = 16u * 1024 * 1024;    // sanity bound on `length`
 
 // Appends one complete record (header + payload) for `record` with sequence `seq` to `out`.
-void encode_record(std::uint64_t seq, const fs::ChangeRecord& record, std::string& out);
+// `epoch` identifies the incarnation of record.ino (docs/journal.md, "Record format").
+void encode_record(std::uint64_t seq, const fs::ChangeRecord& record, std::uint64_t epoch, std::string& out);
 
 enum class DecodeStatus {
     Ok,
@@ -32,6 +33,7 @@ const char* to_string(DecodeStatus status) noexcept;
 struct DecodedRecord {
     std::uint64_t seq = 0;
     std::size_t size = 0;  // bytes the whole record occupies
+    std::uint64_t epoch = 0;
     fs::ChangeRecord record;
 };
 

@@ -94,12 +94,13 @@ TEST(Journal, AppendAndReplayAcrossReopen) {
     {
         auto j = Journal::open(dir.path);
         ASSERT_TRUE(j) << j.error().message;
-        for (std::uint64_t i = 1; i <= 1000; ++i) EXPECT_EQ((*j)->append(make_record(i)), i);
+        for (std::uint64_t i = 1; i <= 1000; ++i) EXPECT_EQ((*j)->append(make_record(i), i * 3), i);
         ASSERT_TRUE((*j)->wait_durable(1000, 10s));
         auto recs = read_all(**j);
         ASSERT_EQ(recs.size(), 1000u);
         for (std::uint64_t i = 0; i < 1000; ++i) {
             EXPECT_EQ(recs[i].seq, i + 1);
+            EXPECT_EQ(recs[i].epoch, (i + 1) * 3);
             expect_same(recs[i].record, make_record(i + 1));
         }
     }
