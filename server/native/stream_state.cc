@@ -57,6 +57,7 @@ Result<StreamState> StreamState::open(int state_dir_fd, const std::string& strea
     if (fd < 0) return fail(fmt::format("cannot open stream state {}: {}", name, std::strerror(errno)), errno);
     StreamState state;
     state.fd_.reset(fd);
+    state.dir_.reset(::openat(state_dir_fd, "streams", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
 
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(lock_timeout_ms);
     while (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
@@ -93,6 +94,10 @@ SysResult<void> StreamState::set_applied(std::uint64_t seq) noexcept {
 
 SysResult<void> StreamState::sync() noexcept {
     if (::fdatasync(fd_.get()) != 0) return last_errno();
+    if (!dir_synced_ && dir_) {
+        if (::fsync(dir_.get()) != 0) return last_errno();
+        dir_synced_ = true;
+    }
     return {};
 }
 

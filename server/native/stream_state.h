@@ -32,6 +32,8 @@ public:
 
 private:
     UniqueFd fd_;
+    UniqueFd dir_;            // streams/, fsynced once so a new state file's name is durable
+    bool dir_synced_ = false;
     std::uint64_t applied_ = 0;
 };
 
