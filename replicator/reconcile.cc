@@ -57,12 +57,17 @@ std::string parent_of(const std::string& path) {
 }
 
 // Pre-order walk of SOURCE below `dirfd`, siblings in byte order, symlinks not followed.
-void walk(int dirfd, const std::string& prefix, const std::vector<std::string>& excludes, std::vector<SrcEntry>& out) {
-    int dupfd = ::dup(dirfd);
-    if (dupfd < 0) return;
-    DIR* d = ::fdopendir(dupfd);
+// Directories that cannot be read go to `unreadable`: nothing below them is deleted on the mirror.
+void walk(int dirfd, const std::string& prefix, const std::vector<std::string>& excludes, std::vector<SrcEntry>& out,
+          std::vector<std::string>& unreadable) {
+    // A new open file description (not dup: that would share the offset of the caller's fd,
+    // and a second walk would find the directory empty).
+    int own = ::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR* d = own < 0 ? nullptr : ::fdopendir(own);
     if (!d) {
-        ::close(dupfd);
+        if (own >= 0) ::close(own);
+        unreadable.push_back(prefix);
+        spdlog::warn("reconcile: cannot read directory '{}' of SOURCE: {}", prefix, std::strerror(errno));
         return;
     }
     std::vector<std::string> names;
@@ -87,7 +92,11 @@ void walk(int dirfd, const std::string& prefix, const std::vector<std::string>& 
         out.push_back(std::move(entry));
         if (is_dir) {
             UniqueFd sub(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-            if (sub) walk(sub.get(), path, excludes, out);
+            if (sub) {
+                walk(sub.get(), path, excludes, out, unreadable);
+            } else {
+                unreadable.push_back(path);
+            }
         }
     }
 }
@@ -145,7 +154,8 @@ public:
         struct stat root_st;
         if (::fstat(source_, &root_st) != 0) return fail(std::string("SOURCE: fstat: ") + std::strerror(errno));
         source_entries_.push_back(SrcEntry{"", root_st, {}});
-        walk(source_, "", excludes_, source_entries_);
+        std::vector<std::string> unreadable;
+        walk(source_, "", excludes_, source_entries_, unreadable);
         std::set<std::string> in_source;
         for (const auto& e : source_entries_) in_source.insert(e.path);
 
@@ -153,6 +163,11 @@ public:
         std::vector<const proto::ListEntry*> doomed;
         for (const auto& [path, m] : mirror_) {
             if (path.empty() || excluded(excludes_, path)) continue;
+            if (std::any_of(unreadable.begin(), unreadable.end(), [&](const std::string& u) {
+                    return u.empty() || path == u || path.starts_with(u + "/");
+                })) {
+                continue;
+            }
             if (!in_source.count(path)) doomed.push_back(&m);
         }
         for (const auto& e : source_entries_) {

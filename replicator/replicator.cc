@@ -169,7 +169,11 @@ Result<std::unique_ptr<Replicator>> Replicator::create(ReplicatorOptions options
         if (!journal) return std::unexpected(journal.error());
     }
     impl->journal = std::move(*journal);
-    if (impl->journal->last_seq() == 0) fresh = true;
+    if (impl->journal->last_seq() == 0) {
+        // A journal that never held a record: no crash to distrust, the quick check will do.
+        if (!fresh) impl->was_clean = true;
+        fresh = true;
+    }
     if (!impl->was_clean) {
         spdlog::warn("{}: previous stop was not clean (no clean marker): full reconcile with checksums",
                      options.state_dir);
