@@ -39,8 +39,12 @@ void ChangeTracker::on_change(const fs::ChangeRecord& record) noexcept {
             }
             for (auto& m : mirrors_) {
                 Dirty& d = m.dirty[key];
-                d.ranges.add(record.offset, record.length);
-                d.added_through = seq;
+                if (d.segments.empty() || d.closed) {
+                    d.segments.push_back(Segment{{}, seq, seq});
+                    d.closed = false;
+                }
+                d.segments.back().ranges.add(record.offset, record.length);
+                d.segments.back().last_seq = seq;
             }
             if (delay_.count() > 0) times_.emplace_back(seq, std::chrono::steady_clock::now());
         } else {
@@ -53,6 +57,12 @@ void ChangeTracker::on_change(const fs::ChangeRecord& record) noexcept {
             }
             const std::uint64_t seq = journal_.append(record, epoch);
             apply_namespace(record, seq);
+            if (record.kind == fs::ChangeKind::Setattr && (record.attr_mask & fs::kAttrSize)) {
+                for (auto& m : mirrors_) {
+                    auto d = m.dirty.find(NodeKey{record.ino, epoch});
+                    if (d != m.dirty.end()) d->second.closed = true;
+                }
+            }
             if (delay_.count() > 0) times_.emplace_back(seq, std::chrono::steady_clock::now());
         }
         if (nodes_.size() > gc_threshold_) collect_garbage();
@@ -147,25 +157,49 @@ std::vector<ByteRange> ChangeTracker::take_ranges(std::size_t mirror, NodeKey ke
     std::lock_guard lock(mu_);
     Dirty& d = mirrors_[mirror].dirty[key];
     if (seq <= d.taken_through) return {};
-    if (seq > d.added_through) d.ranges.add(offset, length);  // a record from before this process
-    d.taken_through = std::max(seq, d.added_through);
-    return d.ranges.take();
+    // Segments that end before this record were restored for records the sender has passed
+    // (they were applied after all): fold them in, resending is harmless.
+    IntervalSet out;
+    while (!d.segments.empty() && d.segments.front().last_seq < seq) {
+        out.add(d.segments.front().ranges.ranges());
+        d.segments.pop_front();
+    }
+    if (!d.segments.empty() && d.segments.front().first_seq <= seq) {
+        out.add(d.segments.front().ranges.ranges());
+        d.taken_through = d.segments.front().last_seq;
+        d.segments.pop_front();
+        if (d.segments.empty()) d.closed = false;
+    } else {
+        out.add(offset, length);  // a record from before this process: only its own range
+        d.taken_through = seq;
+    }
+    return out.take();
 }
 
-void ChangeTracker::restore_ranges(std::size_t mirror, NodeKey key, const std::vector<ByteRange>& ranges) {
+std::uint64_t ChangeTracker::taken_through(std::size_t mirror, NodeKey key) const {
+    std::lock_guard lock(mu_);
+    auto& dirty = mirrors_[mirror].dirty;
+    auto it = dirty.find(key);
+    return it == dirty.end() ? 0 : it->second.taken_through;
+}
+
+void ChangeTracker::restore_ranges(std::size_t mirror, NodeKey key, const std::vector<ByteRange>& ranges,
+                                   std::uint64_t first_seq, std::uint64_t last_seq) {
     std::lock_guard lock(mu_);
     Dirty& d = mirrors_[mirror].dirty[key];
-    d.ranges.add(ranges);
-    // The records are resent from the journal: let the first of them take everything again.
-    d.taken_through = 0;
+    Segment seg{{}, first_seq, std::max(first_seq, last_seq)};
+    seg.ranges.add(ranges);
+    d.segments.push_front(std::move(seg));
+    d.taken_through = std::min(d.taken_through, first_seq - 1);
 }
 
 void ChangeTracker::drop(std::size_t mirror, NodeKey key) {
     std::lock_guard lock(mu_);
     auto& dirty = mirrors_[mirror].dirty;
     auto it = dirty.find(key);
-    if (it != dirty.end() && it->second.added_through <= it->second.taken_through) dirty.erase(it);
-    else if (it != dirty.end()) it->second.ranges.take();
+    if (it == dirty.end()) return;
+    it->second.segments.clear();
+    it->second.closed = false;
 }
 
 void ChangeTracker::prune(std::size_t mirror, std::uint64_t position) {
@@ -173,7 +207,7 @@ void ChangeTracker::prune(std::size_t mirror, std::uint64_t position) {
     auto& dirty = mirrors_[mirror].dirty;
     for (auto it = dirty.begin(); it != dirty.end();) {
         const Dirty& d = it->second;
-        const bool done = d.ranges.empty() && d.taken_through <= position && d.added_through <= position;
+        const bool done = d.segments.empty() && d.taken_through <= position;
         it = done ? dirty.erase(it) : std::next(it);
     }
 }
@@ -188,7 +222,9 @@ std::optional<std::string> ChangeTracker::source_path(NodeKey key) const {
 std::uint64_t ChangeTracker::pending_bytes(std::size_t mirror) const {
     std::lock_guard lock(mu_);
     std::uint64_t total = 0;
-    for (const auto& [key, d] : mirrors_[mirror].dirty) total += d.ranges.bytes();
+    for (const auto& [key, d] : mirrors_[mirror].dirty) {
+        for (const auto& seg : d.segments) total += seg.ranges.bytes();
+    }
     return total;
 }
 

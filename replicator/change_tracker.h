@@ -53,8 +53,13 @@ public:
     // the ranges to send now, or empty when an earlier take already covered this record.
     std::vector<ByteRange> take_ranges(std::size_t mirror, NodeKey key, std::uint64_t seq, std::uint64_t offset,
                                        std::uint64_t length);
-    // Puts ranges back (their transfer was not acknowledged before a disconnect).
-    void restore_ranges(std::size_t mirror, NodeKey key, const std::vector<ByteRange>& ranges);
+    // Puts ranges back (their transfer was not acknowledged before a disconnect): the Write
+    // record `first_seq` took them, covering that node's records up to `last_seq`. Restore
+    // the takes of one node latest first.
+    void restore_ranges(std::size_t mirror, NodeKey key, const std::vector<ByteRange>& ranges, std::uint64_t first_seq,
+                        std::uint64_t last_seq);
+    // Seq of the last record covered by the latest take of `key` (for restore_ranges).
+    std::uint64_t taken_through(std::size_t mirror, NodeKey key) const;
     // The node was deleted at the sender's position: its pending ranges are moot.
     void drop(std::size_t mirror, NodeKey key);
     // Forgets bookkeeping of takes the sender has moved past.
@@ -71,9 +76,17 @@ private:
         std::uint64_t epoch = 0;
         std::vector<std::string> names;
     };
-    struct Dirty {
+    // Ranges of the Write records first_seq..last_seq of one node. A truncate of the node
+    // closes the open segment: data written after a truncate must not be sent before the
+    // truncate is replayed on the mirror (the replayed truncate would cut it off again).
+    struct Segment {
         IntervalSet ranges;
-        std::uint64_t added_through = 0;  // highest Write seq whose range is in `ranges`
+        std::uint64_t first_seq = 0;
+        std::uint64_t last_seq = 0;
+    };
+    struct Dirty {
+        std::deque<Segment> segments;     // ascending seqs
+        bool closed = false;              // the next Write opens a new segment
         std::uint64_t taken_through = 0;  // Write records <= this were sent by an earlier take
     };
     struct Mirror {

@@ -338,6 +338,7 @@ Result<void> MirrorReplicator::send_record(const DecodedRecord& rec) {
             proto::Setattr m{seq(), r.path, r.attr_mask & proto::kAttrAll, static_cast<std::uint32_t>(r.mode & 07777),
                              r.uid, r.gid, r.size, ts(r.atime), ts(r.mtime)};
             result = send(m);
+            if ((r.attr_mask & fs::kAttrSize) && !(r.attr_mask & fs::kAttrMtime)) attr_dirty_.insert(r.path);
             break;
         }
         case K::Setxattr:
@@ -371,7 +372,8 @@ Result<void> MirrorReplicator::send_write(const DecodedRecord& rec, InFlight& fl
     if (ranges.empty()) return {};
     {
         std::lock_guard lock(mu_);
-        flight.taken.emplace_back(key, ranges);  // flight is inflight_.back(): stable under push_back? no pushes meanwhile
+        // `flight` is inflight_.back(): only this thread pushes, the reader pops other entries.
+        flight.taken.push_back(InFlight::Taken{key, ranges, tracker_.taken_through(index_, key)});
     }
     std::optional<std::string> src = tracker_.source_path(key);
     if (!src && key.epoch == 0) src = r.path;  // a node that predates the journal: trust the record, check ino
@@ -452,15 +454,18 @@ Result<void> MirrorReplicator::session(MirrorConnection& conn) {
     {
         std::lock_guard lock(mu_);
         // Ranges taken by records the mirror did not get go back to the tracker.
-        for (auto& f : inflight_) {
-            if (f.record <= start) continue;
-            for (auto& [key, ranges] : f.taken) tracker_.restore_ranges(index_, key, ranges);
+        for (auto f = inflight_.rbegin(); f != inflight_.rend(); ++f) {  // latest first
+            if (f->record <= start) continue;
+            for (auto& t : f->taken) tracker_.restore_ranges(index_, t.key, t.ranges, f->record, t.through);
         }
         inflight_.clear();
         inflight_bytes_ = 0;
         acked_ = std::max(acked_, start);
         start = acked_;
-        settle_seq_ = 0;
+        // No settle target until this session has caught up (a stale one would let
+        // `wait` return while the replay is still running).
+        settle_seq_ = ~0ull;
+        settle_position_ = settled_;
     }
     position_ = start;
     set_state("replaying");

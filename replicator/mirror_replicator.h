@@ -116,7 +116,12 @@ private:
     struct InFlight {
         std::uint64_t record = 0;   // journal seq
         std::uint64_t last_seq = 0; // highest protocol seq sent for it (0: nothing sent)
-        std::vector<std::pair<NodeKey, std::vector<ByteRange>>> taken;
+        struct Taken {
+            NodeKey key;
+            std::vector<ByteRange> ranges;
+            std::uint64_t through = 0;  // last record of the node this take covered
+        };
+        std::vector<Taken> taken;
         std::uint64_t bytes = 0;
     };
     struct Query {

@@ -147,11 +147,30 @@ TEST_F(TrackerTest, RestoredRangesAreTakenAgainByTheResentRecord) {
     const NodeKey key{7, recs[0].seq};
     auto taken = tracker->take_ranges(0, key, recs[1].seq, 0, 10);
     ASSERT_EQ(taken.size(), 2u);
-    tracker->restore_ranges(0, key, taken);  // connection lost before the ack
+    tracker->restore_ranges(0, key, taken, recs[1].seq, tracker->taken_through(0, key));  // lost before the ack
     EXPECT_EQ(tracker->take_ranges(0, key, recs[1].seq, 0, 10), taken);
     tracker->prune(0, recs[2].seq);
     // A record from a previous process (not seen live) brings its own range.
     EXPECT_EQ(tracker->take_ranges(0, NodeKey{77, 0}, 999999, 5, 5), (std::vector<ByteRange>{{5, 5}}));
+}
+
+TEST_F(TrackerTest, TruncateSeparatesWritesBeforeAndAfterIt) {
+    change(K::Create, 7, "a");
+    change(K::Write, 7, "a", {}, 0, 100);
+    fs::ChangeRecord t;
+    t.kind = K::Setattr;
+    t.ino = 7;
+    t.path = "a";
+    t.attr_mask = fs::kAttrSize;
+    t.size = 10;
+    tracker->on_change(t);
+    change(K::Write, 7, "a", {}, 50, 50);
+    auto recs = records();
+    const NodeKey key{7, recs[0].seq};
+    // The write before the truncate must not carry the later one: replaying the truncate
+    // after it would cut the later data off the mirror.
+    EXPECT_EQ(tracker->take_ranges(0, key, recs[1].seq, 0, 100), (std::vector<ByteRange>{{0, 100}}));
+    EXPECT_EQ(tracker->take_ranges(0, key, recs[3].seq, 50, 50), (std::vector<ByteRange>{{50, 50}}));
 }
 
 TEST(TrackerDelay, RecordsBecomeReadyAfterTheWindow) {
