@@ -109,7 +109,7 @@ std::string try_auth(int port, const std::string& password) {
         while (::poll(&p, 1, 5000) == 1 && ::read(s.get(), &c, 1) == 1 && c != '\n') l += c;
         return l;
     };
-    auto say = [&](const std::string& t) { (void)!::write(s.get(), t.data(), t.size()); };
+    auto say = [&](const std::string& t) { (void)!::send(s.get(), t.data(), t.size(), MSG_NOSIGNAL); };
     std::string greeting = line();
     if (!greeting.starts_with("@RSYNCD: ")) return "bad greeting: " + greeting;
     say("@RSYNCD: 31.0 md5\n");  // offer md5 as the auth digest, as syncfsd's native side uses

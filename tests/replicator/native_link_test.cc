@@ -122,7 +122,7 @@ private:
         while (::read(fd, &c, 1) == 1 && c != '\n') l += c;
         return l;
     }
-    void say(int fd, const std::string& s) { (void)!::write(fd, s.data(), s.size()); }
+    void say(int fd, const std::string& s) { (void)!::send(fd, s.data(), s.size(), MSG_NOSIGNAL); }
     void serve(bool mute) {
         int fd = ::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC);
         if (fd < 0) return;
