@@ -19,7 +19,7 @@ namespace sfs::server::native {
 // on paths and asks for a syncfs(2) of the whole module filesystem instead.
 class DurableSet {
 public:
-    static constexpr std::size_t kMaxTracked = 4096;
+    static constexpr std::size_t kMaxTracked = 512;
     void add(std::string_view path);         // the node (its data and, for a dir, its entries)
     void add_parent(std::string_view path);  // the directory holding path's entry
     void rename(std::string_view from, std::string_view to);  // tracked paths follow a rename

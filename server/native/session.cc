@@ -157,7 +157,14 @@ private:
                 int n = ::poll(&p, 1, m_.idle_timeout_s * 1000);
                 if (n < 0 && errno == EINTR) continue;
                 if (n < 0) return fail(fmt::format("poll on connection from {}: {}", m_.peer, std::strerror(errno)), errno);
-                if (n == 0) return fail(fmt::format("no data from {} for {} s, closing", m_.peer, m_.idle_timeout_s), ETIMEDOUT);
+                if (n == 0) {
+                    // Not an error: the client reconnects when it has something to send. This is
+                    // what frees the stream lock of a half-open connection.
+                    spdlog::info("native session {} module {}: idle for {} s, closing", m_.peer, m_.name, m_.idle_timeout_s);
+                    if (decoder_.buffered() > 0)
+                        return fail(fmt::format("{} stalled inside a frame for {} s", m_.peer, m_.idle_timeout_s), ETIMEDOUT);
+                    return std::optional<pn::Message>();
+                }
             }
             read_buf_.resize(kReadSize);
             std::uint8_t* buf = read_buf_.data();

@@ -560,12 +560,15 @@ TEST(NativeApplier, PipelinedOpsAreAckedCoalesced) {
     for (std::uint64_t i = 1; i <= 2000; ++i)
         ASSERT_TRUE(pn::encode(pn::Mkdir{i, "d" + std::to_string(i), 0755, 0, 0}, burst).has_value());
     s.send_raw(burst);
-    auto done = s.barrier(/*durable=*/true);
+    auto done = s.barrier();
     EXPECT_EQ(done.applied_seq, 2000u);
-    EXPECT_TRUE(done.flags & pn::kDoneDurable);
     EXPECT_EQ(s.acked(), 2000u);
     EXPECT_LT(s.cumulative_acks(), 200u);  // coalesced, not one per op
     EXPECT_TRUE(stdfs::is_directory(d.root / "d2000"));
+    // Past DurableSet::kMaxTracked paths a durable barrier falls back to syncfs(2).
+    auto durable = s.barrier(/*durable=*/true);
+    EXPECT_EQ(durable.err, 0) << durable.message;
+    EXPECT_TRUE(durable.flags & pn::kDoneDurable);
 }
 
 TEST(NativeApplier, DurableBarrierAndFsync) {
@@ -599,6 +602,64 @@ TEST(NativeApplier, SecondSessionOfAStreamWaitsForTheFirst) {
     auto* f = std::get_if<pn::Fatal>(&*reply);
     ASSERT_NE(f, nullptr);
     EXPECT_EQ(f->err, EBUSY);
+}
+
+TEST(NativeApplier, MungedSymlinksAreStoredMungedAndListedPlain) {
+    ModuleDirs d;
+    auto m = d.module();
+    m.munge_symlinks = true;
+    Served s(m);
+    EXPECT_TRUE(s.hello().caps & pn::kCapMungeSymlinks);
+    s.send(pn::Symlink{1, "l", "/etc/passwd", 0, 0});
+    s.barrier();
+    EXPECT_EQ(stdfs::read_symlink(d.root / "l"), "/rsyncd-munged//etc/passwd");
+    std::uint64_t id = s.next_id();
+    s.send(pn::ListRequest{id, "l", 0});
+    ASSERT_EQ(s.wait_done(id).err, 0);
+    ASSERT_EQ(s.other().size(), 1u);
+    auto& c = std::get<pn::ListChunk>(s.other()[0]);
+    ASSERT_EQ(c.entries.size(), 1u);
+    EXPECT_EQ(c.entries[0].target, "/etc/passwd");
+}
+
+TEST(NativeApplier, EmptyFilesSignatureDeltaAndContent) {
+    ModuleDirs d;
+    write_file(d.root / "empty", "");
+    Served s(d.module());
+    s.hello();
+    std::uint64_t id = s.next_id();
+    s.send(pn::SignatureRequest{id, "empty", 0, 0});
+    auto done = s.wait_done(id);
+    ASSERT_EQ(done.err, 0) << done.message;
+    EXPECT_EQ(done.size, 0u);
+    std::string signature;
+    for (auto& m : s.other())
+        if (auto* c = std::get_if<pn::SignatureChunk>(&m)) signature.append(c->data.begin(), c->data.end());
+    s.other().clear();
+    ASSERT_FALSE(signature.empty());  // the header at least
+    std::string delta = make_delta(signature, "now with content");
+    s.send(pn::ContentBegin{1, "empty", pn::ContentEncoding::Delta, 0644, 0, 0, 16, {}, {}});
+    s.send(pn::ContentChunk{1, bytes(delta)});
+    s.send(pn::ContentCommit{1, hash_of("now with content")});
+    send_whole(s, 2, "zero", "");  // a whole-file transfer of an empty file: no chunks
+    s.barrier();
+    EXPECT_TRUE(s.errors().empty()) << s.errors().front().message;
+    EXPECT_EQ(read_file(d.root / "empty"), "now with content");
+    EXPECT_TRUE(stdfs::exists(d.root / "zero"));
+    EXPECT_EQ(stdfs::file_size(d.root / "zero"), 0u);
+}
+
+TEST(NativeApplier, IdleSessionEndsCleanly) {
+    ModuleDirs d;
+    auto m = d.module();
+    m.idle_timeout_s = 1;
+    Served s(m);
+    s.hello();
+    auto start = std::chrono::steady_clock::now();
+    EXPECT_FALSE(s.receive(5000).has_value());  // the server closes after 1 s of silence
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(4));
+    auto r = s.finish();
+    EXPECT_TRUE(r.has_value()) << r.error().message;
 }
 
 // A small tmpfs as the module: a transfer that does not fit is refused with ENOSPC, the

@@ -126,7 +126,7 @@ public:
     }
     pn::Done wait_done(std::uint64_t id) {
         for (;;) {
-            auto m = receive();
+            auto m = receive(60000);  // generous: fsyncs on a loaded CI machine can be slow
             if (!m) {
                 ADD_FAILURE() << "no Done for request " << id;
                 return {};
