@@ -1,6 +1,7 @@
 #include "server/daemon/connection.h"
 
 #include <fcntl.h>
+#include <pwd.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -281,7 +282,18 @@ private:
         if (state_path.empty()) state_path = "/var/lib/syncfsd";
         state_path += "/" + m->name;
         auto admitted = admit(*m, [&]() {
-            auto fd = native::open_state_dir(state_path);
+            // Started as root, the session runs as the module's uid (default nobody, see
+            // privileges.cc): that user must be able to create its stream files.
+            std::optional<uid_t> owner;
+            if (::geteuid() == 0) {
+                std::string name = p.is_set(P::uid) ? p.str(P::uid) : "nobody";
+                if (!name.empty() && name.find_first_not_of("0123456789") == std::string::npos) {
+                    owner = static_cast<uid_t>(std::stoul(name));
+                } else if (const passwd* pw = ::getpwnam(name.c_str())) {
+                    owner = pw->pw_uid;
+                }
+            }
+            auto fd = native::open_state_dir(state_path, owner);
             if (!fd) {
                 refuse("module " + m->name + " cannot keep replication state", fd.error().message);
                 return false;

@@ -34,7 +34,7 @@ std::uint64_t seq_check(std::uint64_t seq) {
 
 }  // namespace
 
-Result<UniqueFd> open_state_dir(const std::string& path) {
+Result<UniqueFd> open_state_dir(const std::string& path, std::optional<uid_t> owner) {
     if (path.empty() || path.front() != '/') return fail(fmt::format("state dir \"{}\" must be an absolute path", path), EINVAL);
     // mkdir -p, one component at a time.
     for (std::size_t pos = 1; pos <= path.size(); ++pos) {
@@ -46,7 +46,10 @@ Result<UniqueFd> open_state_dir(const std::string& path) {
     }
     int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return fail(fmt::format("cannot open state dir \"{}\": {}", path, std::strerror(errno)), errno);
-    return UniqueFd(fd);
+    UniqueFd dir(fd);
+    if (owner && ::fchown(dir.get(), *owner, static_cast<gid_t>(-1)) != 0)
+        return fail(fmt::format("cannot chown state dir \"{}\" to uid {}: {}", path, *owner, std::strerror(errno)), errno);
+    return dir;
 }
 
 Result<StreamState> StreamState::open(int state_dir_fd, const std::string& stream_id, int lock_timeout_ms) {

@@ -10,7 +10,10 @@
 // first to end (bounded), so two sessions never interleave one stream.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "common/result.h"
@@ -37,7 +40,10 @@ private:
     std::uint64_t applied_ = 0;
 };
 
-// Opens or creates (mode 0700, parents included) the state directory.
-Result<UniqueFd> open_state_dir(const std::string& path);
+// Opens or creates (mode 0700, parents included) the state directory. With `owner` (the
+// uid the session will run as after the daemon drops root), the directory itself is chowned
+// to it so the session can create its stream files; its parents stay root-only, and the
+// session reaches it through the returned fd.
+Result<UniqueFd> open_state_dir(const std::string& path, std::optional<uid_t> owner = std::nullopt);
 
 }  // namespace sfs::server::native

@@ -171,5 +171,29 @@ TEST(NativeSyncfsd, ChrootedModuleKeepsStateOutside) {
     EXPECT_TRUE(std::filesystem::exists(s.state + "/web/streams"));  // <state dir>/<module>
 }
 
+TEST(NativeSyncfsd, ModuleRunningAsNobodyKeepsItsState) {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root to drop to nobody";
+    Mirror s;
+    ::chmod(s.module.c_str(), 0777);  // nobody writes the module
+    std::string cfg = s.config();
+    cfg.erase(cfg.find("uid = root\n"), 11);
+    cfg.erase(cfg.find("gid = root\n"), 11);
+    Daemon d(s.dir, cfg);
+    ASSERT_GT(d.pid(), 0);
+    auto url = fmt::format("rsync://alice@127.0.0.1:{}/web", d.port());
+    auto link = MirrorLink::connect(url, s.password_file, "as-nobody");
+    ASSERT_TRUE(link.has_value()) << link.error().message << "\n" << d.log();
+    ASSERT_TRUE((*link)->send(pn::Create{5, "f", 0644, 0, 0}));
+    std::vector<pn::Ack> errors;
+    auto done = barrier(**link, 1, &errors);
+    ASSERT_TRUE(done.has_value()) << d.log();
+    EXPECT_TRUE(errors.empty()) << errors.front().message;
+    EXPECT_FALSE((*link)->hello().caps & pn::kCapOwner);
+    link->reset();
+    auto again = MirrorLink::connect(url, s.password_file, "as-nobody");
+    ASSERT_TRUE(again.has_value()) << again.error().message;
+    EXPECT_EQ((*again)->hello().applied_seq, 5u);
+}
+
 }  // namespace
 }  // namespace sfs::test
