@@ -162,11 +162,21 @@ TEST(NativeSyncfsd, ChrootedModuleKeepsStateOutside) {
     ASSERT_TRUE(link.has_value()) << link.error().message << "\n" << d.log();
     ASSERT_TRUE((*link)->send(pn::Symlink{1, "abs", "/etc/passwd", 0, 0}));
     ASSERT_TRUE((*link)->send(pn::Create{2, "f", 0600, 0, 0}));
+    // No /proc inside the chroot: chmod without following symlinks must still work.
+    ASSERT_TRUE((*link)->send(pn::Mkdir{3, "d", 0750, 0, 0}));
+    ASSERT_TRUE((*link)->send(pn::Setattr{4, "f", pn::kAttrMode, 0640, 0, 0, 0, {}, {}}));
+    ASSERT_TRUE((*link)->send(pn::Setattr{5, "abs", pn::kAttrMode, 0600, 0, 0, 0, {}, {}}));  // a symlink: ignored
+    ASSERT_TRUE((*link)->send(pn::Setxattr{6, "f", "user.k", "v"}));
     std::vector<pn::Ack> errors;
     auto done = barrier(**link, 1, &errors, true);
     ASSERT_TRUE(done.has_value()) << d.log();
-    EXPECT_TRUE(errors.empty());
+    for (auto& e : errors) ADD_FAILURE() << e.message;
     EXPECT_EQ(std::filesystem::read_symlink(s.module + "/abs"), "/etc/passwd");  // chroot: not munged
+    struct stat st{};
+    ASSERT_EQ(::stat((s.module + "/d").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0750u);
+    ASSERT_EQ(::stat((s.module + "/f").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0640u);
     EXPECT_TRUE(std::filesystem::exists(s.module + "/f"));
     EXPECT_TRUE(std::filesystem::exists(s.state + "/web/streams"));  // <state dir>/<module>
 }
