@@ -133,6 +133,12 @@ SysResult<NodeHandle> open_node(int root, std::string_view path) {
     return h;
 }
 
+// ENOENT from a /proc/self/fd path means /proc is missing (chroot), not the node: say so.
+int proc_errno(const NodeHandle& h, int err) {
+    if (err == ENOENT && !h.proc_path.empty() && ::access("/proc/self/fd", F_OK) != 0) return EOPNOTSUPP;
+    return err;
+}
+
 }  // namespace
 
 Result<void> set_owner_mode(const ApplyContext& ctx, int fd, std::uint32_t uid, std::uint32_t gid,
@@ -325,7 +331,7 @@ Result<void> apply(const ApplyContext& ctx, const pn::Setxattr& op) {
     if (!h) return op_error(fmt::format("setxattr {}", op.name), shown(op.path), h.error());
     int rc = h->proc_path.empty() ? ::fsetxattr(h->fd.get(), op.name.c_str(), op.value.data(), op.value.size(), 0)
                                   : ::setxattr(h->proc_path.c_str(), op.name.c_str(), op.value.data(), op.value.size(), 0);
-    if (rc != 0) return op_error(fmt::format("setxattr {}", op.name), shown(op.path), errno);
+    if (rc != 0) return op_error(fmt::format("setxattr {}", op.name), shown(op.path), proc_errno(*h, errno));
     ctx.touched->add(op.path);
     return {};
 }
@@ -335,7 +341,8 @@ Result<void> apply(const ApplyContext& ctx, const pn::Removexattr& op) {
     if (!h) return op_error(fmt::format("removexattr {}", op.name), shown(op.path), h.error());
     int rc = h->proc_path.empty() ? ::fremovexattr(h->fd.get(), op.name.c_str())
                                   : ::removexattr(h->proc_path.c_str(), op.name.c_str());
-    if (rc != 0 && errno != ENODATA) return op_error(fmt::format("removexattr {}", op.name), shown(op.path), errno);
+    if (rc != 0 && errno != ENODATA)
+        return op_error(fmt::format("removexattr {}", op.name), shown(op.path), proc_errno(*h, errno));
     ctx.touched->add(op.path);
     return {};
 }
