@@ -219,6 +219,11 @@ std::optional<std::string> ChangeTracker::source_path(NodeKey key) const {
     return it->second.names.front();
 }
 
+bool ChangeTracker::knows(std::uint64_t ino) const {
+    std::lock_guard lock(mu_);
+    return nodes_.count(ino) != 0;
+}
+
 std::uint64_t ChangeTracker::pending_bytes(std::size_t mirror) const {
     std::lock_guard lock(mu_);
     std::uint64_t total = 0;

@@ -66,6 +66,9 @@ public:
     void prune(std::size_t mirror, std::uint64_t position);
     // Current path of the node in SOURCE, if known and still that incarnation.
     std::optional<std::string> source_path(NodeKey key) const;
+    // Whether the live map knows any incarnation of `ino` (if not, e.g. for records replayed
+    // from a previous process, the record's own path is the best guess, checked by st_ino).
+    bool knows(std::uint64_t ino) const;
     // Pending bytes of a mirror (for status).
     std::uint64_t pending_bytes(std::size_t mirror) const;
     // The highest seq appended at least `delay` ago (all seqs when delay is 0).

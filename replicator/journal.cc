@@ -83,8 +83,12 @@ Result<void> Journal::discard(const std::string& dir) {
 Result<std::unique_ptr<Journal>> Journal::open(const std::string& dir, JournalOptions options) {
     std::unique_ptr<Journal> j(new Journal(dir, options));
     if (auto r = j->replay(); !r) return std::unexpected(r.error());
-    j->flusher_ = std::thread([p = j.get()] { p->flusher_loop(); });
+    if (options.start_flusher) j->start_flusher();
     return j;
+}
+
+void Journal::start_flusher() {
+    if (!flusher_.joinable()) flusher_ = std::thread([this] { flusher_loop(); });
 }
 
 Result<void> Journal::replay() {

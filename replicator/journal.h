@@ -35,6 +35,9 @@ struct JournalOptions {
     // When the journal is empty (new, or reset after corruption) the first record gets
     // max(1, min_next_seq): seqs never go backwards for a mirror that already acked some.
     std::uint64_t min_next_seq = 1;
+    // false: the caller starts the flusher with start_flusher() (syncfs daemonizes with
+    // fork() between opening the journal and serving; threads do not survive a fork).
+    bool start_flusher = true;
 };
 
 struct ReplayStats {
@@ -52,6 +55,8 @@ public:
     ~Journal();  // flushes what was appended, stops the flusher
     Journal(const Journal&) = delete;
     Journal& operator=(const Journal&) = delete;
+
+    void start_flusher();  // idempotent
 
     // Appends a record; returns its seq. Thread-safe, no I/O.
     std::uint64_t append(const fs::ChangeRecord& record, std::uint64_t epoch = 0) noexcept;

@@ -168,7 +168,10 @@ void MirrorReplicator::reader_loop(MirrorConnection& conn) {
                         ++status_.errors;
                         status_.last_error = m.message.empty() ? std::strerror(m.err) : m.message;
                         status_.last_error_unix_ms = static_cast<std::int64_t>(now_unix_ms());
+                        // Compare content, not just size+mtime: the Setattr that follows a
+                        // failed WriteRange makes a wrong file look right to the quick check.
                         reconcile_wanted_ = true;
+                        reconcile_checksum_ = true;
                         spdlog::error("mirror {}: op {} failed: {}", options_.url, m.seq, status_.last_error);
                     }
                 } else if constexpr (std::is_same_v<T, proto::ListChunk>) {
@@ -376,7 +379,7 @@ Result<void> MirrorReplicator::send_write(const DecodedRecord& rec, InFlight& fl
         flight.taken.push_back(InFlight::Taken{key, ranges, tracker_.taken_through(index_, key)});
     }
     std::optional<std::string> src = tracker_.source_path(key);
-    if (!src && key.epoch == 0) src = r.path;  // a node that predates the journal: trust the record, check ino
+    if (!src && !tracker_.knows(key.ino)) src = r.path;  // not seen live (older process): the record's path, ino checked
     if (!src) return {};                       // deleted since: a later record removes it
     UniqueFd fd(::openat(source_dirfd_, src->empty() ? "." : src->c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
     struct stat st;

@@ -159,13 +159,14 @@ Result<std::unique_ptr<Replicator>> Replicator::create(ReplicatorOptions options
     std::uint64_t max_cursor = 0;
     for (const auto& m : options.mirrors) max_cursor = std::max(max_cursor, load_cursor(options.state_dir, m));
     bool fresh = false;
-    auto journal = Journal::open(options.state_dir);
+    auto journal = Journal::open(options.state_dir, JournalOptions{.start_flusher = false});
     if (!journal) {
         spdlog::error("{}; discarding the journal and reconciling every mirror with checksums", journal.error().message);
         if (auto d = Journal::discard(options.state_dir); !d) return std::unexpected(d.error());
         impl->was_clean = false;
         fresh = true;
-        journal = Journal::open(options.state_dir, JournalOptions{.min_next_seq = max_cursor + 1});
+        journal = Journal::open(options.state_dir,
+                                JournalOptions{.min_next_seq = max_cursor + 1, .start_flusher = false});
         if (!journal) return std::unexpected(journal.error());
     }
     impl->journal = std::move(*journal);
@@ -251,6 +252,7 @@ Result<void> Replicator::start() {
                                         });
     if (!control) return std::unexpected(control.error());
     s.control = std::move(*control);
+    s.journal->start_flusher();
     for (auto& m : s.mirrors) m->start(/*reconcile=*/true, /*checksum=*/!s.was_clean);
     s.housekeeper = std::thread([&s] { s.housekeeping(); });
     s.started = true;
@@ -279,7 +281,7 @@ void Replicator::stop(bool clean) {
     for (auto& m : s.mirrors) m->stop();
     if (s.housekeeper.joinable()) s.housekeeper.join();
     const std::uint64_t last = s.journal->last_seq();
-    const bool flushed = s.journal->wait_durable(last, std::chrono::seconds(30));
+    const bool flushed = s.started && s.journal->wait_durable(last, std::chrono::seconds(30));
     if (!s.mirrors.empty()) s.save_cursors_and_trim();
     if (clean && flushed) {
         if (auto r = write_clean_marker(s.options.state_dir); !r) spdlog::error("{}", r.error().message);

@@ -44,6 +44,7 @@ public:
     static Result<std::unique_ptr<Replicator>> create(ReplicatorOptions options, int source_dirfd);
     ~Replicator();
 
+    // Starts every thread. Call it in the process that serves the mount (after any fork).
     Result<void> start();
     fs::ChangeSink& sink();
     // Stops every thread. clean: the FUSE session ended normally; wait up to stop_grace for
