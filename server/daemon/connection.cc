@@ -1,6 +1,7 @@
 #include "server/daemon/connection.h"
 
 #include <fcntl.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -8,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <charconv>
 #include <cstring>
 #include <optional>
@@ -23,6 +25,8 @@
 #include "server/daemon/line_io.h"
 #include "server/daemon/privileges.h"
 #include "server/daemon/refusal.h"
+#include "server/native/session.h"
+#include "server/native/stream_state.h"
 #include "server/rsync/session.h"
 
 namespace sfs::server {
@@ -104,9 +108,7 @@ private:
         }
         if (line.starts_with("SYNCFS ")) {
             report_.protocol = "native";
-            // Native replication protocol (issue 5): call run_native_session(in_fd_, out_fd_,
-            // line, cfg_, peer_) here once it exists. Until then refuse cleanly.
-            refuse("native syncfs protocol is not available in this syncfsd", "native protocol not implemented");
+            serve_native(line);
             return;
         }
         refuse("protocol startup error", "unrecognized first line from client");
@@ -177,33 +179,63 @@ private:
         result_ = "ok";
     }
 
-    void serve_module(const ModuleConfig& m) {
+    // What admission to a module yields: the auth rule's read-only override and the entered
+    // module environment (chroot, uid/gid already applied).
+    struct Admitted {
+        std::optional<bool> user_read_only;
+        ModuleEnv env;
+    };
+
+    // The access control shared by rsync and native clients (rsync clientserver.c
+    // rsync_module() up to the OK): hosts allow/deny, max connections, auth, entering the
+    // module. `before_enter` runs just before chroot/setuid (the native side opens its state
+    // dir there). nullopt: the client has been refused.
+    std::optional<Admitted> admit(const ModuleConfig& m, const std::function<bool()>& before_enter = {}) {
         const ParamSet& p = m.params;
         if (p.flag(P::reverse_lookup)) resolve_peer_name(peer_);
         if (!host_allowed(p.str(P::hosts_allow), p.str(P::hosts_deny), peer_, p.flag(P::forward_lookup))) {
             if (!p.flag(P::list))  // do not reveal an unlisted module
-                return refuse("Unknown module '" + m.name + "'", "host denied (unlisted module)");
-            return refuse("access denied to " + m.name + " from " + peer_.display_name() + " (" + peer_.address + ")",
-                          "host denied");
+                refuse("Unknown module '" + m.name + "'", "host denied (unlisted module)");
+            else
+                refuse("access denied to " + m.name + " from " + peer_.display_name() + " (" + peer_.address + ")",
+                       "host denied");
+            return std::nullopt;
         }
 
         auto slot = claim_connection_slot(p.str(P::lock_file), m.name, static_cast<int>(p.number(P::max_connections)));
-        if (!slot) return refuse("failed to open lock file", slot.error().message);
-        if (!*slot)
-            return refuse("max connections (" + std::to_string(p.number(P::max_connections)) +
-                              ") reached -- try again later",
-                          "max connections reached");
+        if (!slot) {
+            refuse("failed to open lock file", slot.error().message);
+            return std::nullopt;
+        }
+        if (!*slot) {
+            refuse("max connections (" + std::to_string(p.number(P::max_connections)) + ") reached -- try again later",
+                   "max connections reached");
+            return std::nullopt;
+        }
         slot_ = std::move(**slot);
 
         std::optional<bool> user_read_only;
         if (!p.str(P::auth_users).empty()) {
             auto auth = authenticate(m);
-            if (!auth) return;
+            if (!auth) return std::nullopt;
             user_read_only = auth->read_only;
         }
 
+        if (before_enter && !before_enter()) return std::nullopt;
         auto env = enter_module(m);
-        if (!env) return refuse(env.error().client, env.error().log);
+        if (!env) {
+            refuse(env.error().client, env.error().log);
+            return std::nullopt;
+        }
+        return Admitted{user_read_only, std::move(*env)};
+    }
+
+    void serve_module(const ModuleConfig& m) {
+        const ParamSet& p = m.params;
+        auto admitted = admit(m);
+        if (!admitted) return;
+        const std::optional<bool> user_read_only = admitted->user_read_only;
+        const ModuleEnv* env = &admitted->env;
 
         if (auto w = ch_.write("@RSYNCD: OK\n"); !w) return fail_quietly(w.error().message);
         auto first_args = read_args(ch_, protocol_);
@@ -251,6 +283,76 @@ private:
         transfer_out_ = stats ? stats->bytes_written : 0;
         ok_ = stats.has_value();
         result_ = stats ? "ok" : "transfer failed: " + stats.error().message;
+    }
+
+    // The native syncfs replicator (docs/protocol.md §1, §5): `SYNCFS <version> <module>`, the
+    // same admission as rsync clients (auth always with MD5), `@RSYNCD: OK`, then the binary
+    // session of server/native. There is no argument list.
+    void serve_native(const std::string& line) {
+        std::string_view rest = std::string_view(line).substr(7);
+        auto sp = rest.find(' ');
+        std::string_view version = rest.substr(0, sp);
+        std::string module = sp == std::string_view::npos ? std::string() : std::string(rest.substr(sp + 1));
+        int v = 0;
+        auto [vp, vec] = std::from_chars(version.data(), version.data() + version.size(), v);
+        if (vec != std::errc() || vp != version.data() + version.size() || v <= 0 || module.empty() ||
+            module.find_first_of(" \t/") != std::string::npos)
+            return refuse("protocol startup error", "bad SYNCFS line '" + printable(line, 80) + "'");
+        protocol_ = our_version();
+        digest_list_ = std::string("md5");  // the native client always answers with MD5
+        send_motd();
+        const ModuleConfig* m = cfg_.find(module);
+        if (!m) return refuse("Unknown module '" + printable(module) + "'", "unknown module '" + printable(module) + "'");
+        report_.module = m->name;
+        report_.request = "native";
+        const ParamSet& p = m->params;
+
+        // The state dir lives outside the module, so it is opened before chroot.
+        UniqueFd state_dir;
+        std::string state_path = p.str(P::syncfs_state_dir);
+        if (state_path.empty()) state_path = "/var/lib/syncfsd";
+        state_path += "/" + m->name;
+        auto admitted = admit(*m, [&]() {
+            // Started as root, the session runs as the module's uid (default nobody, see
+            // privileges.cc): that user must be able to create its stream files.
+            std::optional<uid_t> owner;
+            if (::geteuid() == 0) {
+                std::string name = p.is_set(P::uid) ? p.str(P::uid) : "nobody";
+                if (!name.empty() && name.find_first_not_of("0123456789") == std::string::npos) {
+                    owner = static_cast<uid_t>(std::stoul(name));
+                } else if (const passwd* pw = ::getpwnam(name.c_str())) {
+                    owner = pw->pw_uid;
+                }
+            }
+            auto fd = native::open_state_dir(state_path, owner);
+            if (!fd) {
+                refuse("module " + m->name + " cannot keep replication state", fd.error().message);
+                return false;
+            }
+            state_dir = std::move(*fd);
+            return true;
+        });
+        if (!admitted) return;
+        if (auto w = ch_.write("@RSYNCD: OK\n"); !w) return fail_quietly(w.error().message);
+
+        NativeModule nm;
+        nm.name = m->name;
+        nm.path = admitted->env.root;
+        nm.state_dir_fd = state_dir.get();
+        nm.read_only = admitted->user_read_only.value_or(p.flag(P::read_only));
+        nm.munge_symlinks = p.tristate(P::munge_symlinks).value_or(!admitted->env.chrooted);
+        nm.am_root = admitted->env.am_root;
+        nm.peer = peer_.display_name() + " (" + peer_.address + ")";
+        spdlog::info("native replication to {} from {}{} ({}){}", m->name,
+                     report_.user.empty() ? "" : report_.user + "@", peer_.display_name(), peer_.address,
+                     nm.read_only ? " (read only)" : "");
+        auto stats = run_native_session(in_fd_, out_fd_, nm);
+        transfer_in_ = stats ? stats->bytes_in : 0;
+        transfer_out_ = stats ? stats->bytes_out : 0;
+        ok_ = stats.has_value();
+        result_ = stats ? fmt::format("ok ops_applied={} ops_failed={} ops_skipped={}", stats->ops_applied,
+                                      stats->ops_failed, stats->ops_skipped)
+                        : "native session failed: " + stats.error().message;
     }
 
     // Returns the auth result, or nullopt after refusing the client.

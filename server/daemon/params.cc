@@ -39,6 +39,7 @@ const std::array<ParamInfo, kParamCount> kParams = {{
     {"exclude", module, string, std::nullopt, "exclude patterns applied by the daemon"},
     {"reverse lookup", module, boolean, "no", "look up client host names even if no pattern needs one"},
     {"forward lookup", module, boolean, "yes", "resolve host names in hosts allow/deny to addresses"},
+    {"syncfs state dir", module, path, "/var/lib/syncfsd", "where native replication streams keep their applied position (a <module> subdirectory)"},
 }};
 
 std::optional<P> find_param(std::string_view norm_key) {

@@ -285,10 +285,21 @@ TEST_F(DaemonTest, ProtocolDispatchOnFirstLine) {
         int fd = connect_port(d.port());
         ASSERT_GE(fd, 0);
         read_line(fd);
-        send_text(fd, "SYNCFS 1\n");
+        send_text(fd, "SYNCFS 1\n");  // native dispatch; a SYNCFS line without a module is refused
         auto err = read_line(fd);
         ASSERT_TRUE(err.has_value());
-        EXPECT_TRUE(err->starts_with("@ERROR: native syncfs protocol")) << *err;
+        EXPECT_EQ(*err, "@ERROR: protocol startup error");
+        ::close(fd);
+    }
+    {
+        int fd = connect_port(d.port());
+        ASSERT_GE(fd, 0);
+        read_line(fd);
+        send_text(fd, "SYNCFS 1 no-such-module\n");  // native dispatch reaches module lookup
+        std::optional<std::string> err;
+        while ((err = read_line(fd)) && !err->starts_with("@ERROR")) {}  // skip a motd
+        ASSERT_TRUE(err.has_value());
+        EXPECT_EQ(*err, "@ERROR: Unknown module 'no-such-module'");
         ::close(fd);
     }
     {
