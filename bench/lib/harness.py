@@ -53,16 +53,21 @@ class Proxy:
         return int(up) + int(down)
 
     def quiesce(self, quiet=1.0, cap=20.0):
-        """Wait until no byte crossed the proxy for `quiet` s (at most `cap` s); the count."""
+        """Wait until no byte crossed the proxy for `quiet` s (at most `cap` s); the count.
+        Afterwards self.idle_at is the perf_counter() time the last byte was seen (None when
+        the tool was still sending at the cap: it had not caught up)."""
         deadline = time.monotonic() + cap
         last = self.bytes()
         since = time.monotonic()
+        since_pc = time.perf_counter()
+        self.idle_at = None
         while time.monotonic() < deadline:
             time.sleep(min(0.05, quiet / 3))
             now = self.bytes()
             if now != last:
-                last, since = now, time.monotonic()
+                last, since, since_pc = now, time.monotonic(), time.perf_counter()
             elif time.monotonic() - since >= quiet:
+                self.idle_at = since_pc
                 break
         return last
 

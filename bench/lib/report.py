@@ -32,6 +32,10 @@ def fmt_cpu(s):
     return "-" if s is None else f"{s:.2f} s"
 
 
+def fmt_idle(s):
+    return "still busy (> 30 s after convergence)" if s is None else fmt_time(s)
+
+
 def fmt_ratio(s):
     return "-" if s is None else f"{s:.2f}x"
 
@@ -41,12 +45,14 @@ METRICS = {
     "latency": [("p50", "p50", fmt_time), ("p99", "p99", fmt_time)],
     "burst": [("writer", "writer time", fmt_time), ("writer_ratio", "writer / native", fmt_ratio),
               ("converge", "last write -> mirror complete", fmt_time),
-              ("bytes", "bytes on the wire", fmt_bytes), ("cpu", "CPU (replicating processes)", fmt_cpu)],
+              ("bytes", "bytes on the wire", fmt_bytes), ("cpu", "CPU (replicating processes)", fmt_cpu),
+              ("idle", "last write -> tool idle", fmt_idle)],
     "rename": [("time", "time to converge", fmt_time), ("bytes", "bytes on the wire", fmt_bytes)],
     "bigfile": [("time", "time to converge", fmt_time), ("bytes", "bytes on the wire", fmt_bytes)],
     "sustained": [("p50", "lag p50", fmt_time), ("p99", "lag p99", fmt_time),
                   ("converged", "converged at the end", lambda v: "-" if v is None else ("yes" if v else "no")),
-                  ("cpu", "CPU (replicating processes)", fmt_cpu), ("bytes", "bytes on the wire", fmt_bytes)],
+                  ("cpu", "CPU (replicating processes)", fmt_cpu), ("bytes", "bytes on the wire", fmt_bytes),
+                  ("idle", "last op -> tool idle", fmt_idle)],
 }
 
 TITLES = {

@@ -15,8 +15,17 @@ POLL = 0.001          # latency poller period: cheap stat/read of one mirror fil
 MiB = 1024 * 1024
 
 
+IDLE_CAP = 30.0       # how long to wait for a tool to stop sending after a burst/sustained run
+
+
 class ScenarioError(Exception):
     pass
+
+
+def _idle_after(ctx, t_end):
+    """Seconds from the end of the workload to the tool's last byte on the wire; None when it
+    was still sending IDLE_CAP s after the mirror converged (a backlog it had not worked off)."""
+    return None if ctx.proxy.idle_at is None else max(0.0, ctx.proxy.idle_at - t_end)
 
 
 def _wait_file(path, data, deadline):
@@ -123,15 +132,16 @@ class Burst:
                                     f"mirror {self.timeout:.0f} s after the last write")
             time.sleep(0.005)
         t_conv = time.perf_counter()
-        b1 = ctx.proxy.quiesce(quiet=1.0, cap=20)
+        b1 = ctx.proxy.quiesce(quiet=1.0, cap=IDLE_CAP)
         cpu = tool.group.cpu_seconds() - c0
+        idle = _idle_after(ctx, t_last)
         bad = [n for n in names[:: max(1, len(names) // 200)]
                if not same_content(os.path.join(tool.write_root, d, n),
                                    os.path.join(tree.mirror, d, n))]
         if bad:
             raise ScenarioError(f"mirror content differs for {bad[0]}")
         return {"writer": t_last - t0, "native": native, "writer_ratio": (t_last - t0) / native,
-                "converge": t_conv - t_last, "bytes": b1 - b0, "cpu": cpu}
+                "converge": t_conv - t_last, "bytes": b1 - b0, "cpu": cpu, "idle": idle}
 
 
 # ---------------------------------------------------------------- rename
@@ -336,10 +346,11 @@ class Sustained:
             unresolved = len(pending)
             # Ops never seen count with their lag so far: the percentiles are lower bounds then.
             all_lags = lags + [now - it[0] for it in pending]
-        ndiff, sample = differences(wroot, mroot)
+        ndiff, _ = differences(wroot, mroot)
         converged = unresolved == 0 and ndiff == 0
-        b1 = ctx.proxy.quiesce(quiet=1.0, cap=10)
-        return {"p50": percentile(all_lags, 50), "p99": percentile(all_lags, 99),
+        b1 = ctx.proxy.quiesce(quiet=1.0, cap=IDLE_CAP)
+        idle = _idle_after(ctx, t_end)
+        return {"idle": idle, "p50": percentile(all_lags, 50), "p99": percentile(all_lags, 99),
                 "ops": n_ops, "unresolved": unresolved, "converged": converged,
                 "diff": ndiff, "cpu": tool.group.cpu_seconds() - c0, "bytes": b1 - b0,
                 "achieved_rate": n_ops / (t_end - t_start)}
