@@ -236,8 +236,12 @@ class Syncfs(Tool):
                 raise ToolError("mount did not appear within 30 s")
             time.sleep(0.02)
         self.write_root = self.mnt
-        r = subprocess.run([self.bins["syncfsctl"], "wait", self.mnt, "--timeout", "1800"],
-                           capture_output=True, text=True, timeout=1900)
+        limit = self.ctx.start_timeout
+        try:
+            r = subprocess.run([self.bins["syncfsctl"], "wait", self.mnt, "--timeout", str(limit)],
+                               capture_output=True, text=True, timeout=limit + 10)
+        except subprocess.TimeoutExpired:
+            raise ToolError(f"syncfsctl wait did not return within {limit + 10} s") from None
         if r.returncode != 0:
             raise ToolError(f"syncfsctl wait exited {r.returncode}: "
                             f"{(r.stderr or r.stdout).strip()[:200]}")
