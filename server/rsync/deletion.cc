@@ -1,0 +1,114 @@
+// --delete for a push: delete_in_dir() for every directory of the received list, before
+// the transfer as protocol 27 does, sparing excluded names and stopping on sender I/O errors.
+#include <dirent.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+#include <unordered_map>
+
+#include <spdlog/spdlog.h>
+
+#include "protocol/rsync_match.h"
+#include "server/rsync/push.h"
+
+namespace sfs::server::rsync {
+
+// Removes `path` (a directory recursively). Returns false on error.
+bool Push::remove_tree(int parent, const std::string& name, const std::string& shown) {
+    struct stat st {};
+    if (fstatat(parent, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return errno == ENOENT;
+    if (S_ISDIR(st.st_mode)) {
+        int fd = openat(parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) return false;
+        DIR* d = fdopendir(fd);
+        if (!d) {
+            ::close(fd);
+            return false;
+        }
+        std::vector<std::string> names;
+        while (dirent* de = readdir(d)) {
+            std::string n = de->d_name;
+            if (n != "." && n != "..") names.push_back(n);
+        }
+        bool ok = true;
+        for (const auto& n : names) ok = remove_tree(dirfd(d), n, shown + "/" + n) && ok;
+        closedir(d);
+        if (!ok) return false;
+        if (unlinkat(parent, name.c_str(), AT_REMOVEDIR) < 0) {
+            ctx.error("rsync: delete_file: rmdir \"" + shown + "\" failed: " + errstr(errno));
+            return false;
+        }
+        return true;
+    }
+    if (unlinkat(parent, name.c_str(), 0) < 0) {
+        ctx.error("rsync: delete_file: unlink \"" + shown + "\" failed: " + errstr(errno));
+        return false;
+    }
+    return true;
+}
+
+// delete_in_dir() for every directory of the list (delete-before, as protocol 27 does).
+void Push::delete_pass() {
+    // With -d but no -r only the transfer roots (top directories) had their contents sent.
+    if (!o().delete_mode || !(o().recurse || o().xfer_dirs) || !local_name.empty()) return;
+    if (sender_io_error && !o().ignore_errors && !ctx.module->ignore_errors) {
+        ctx.error("IO error encountered -- skipping file deletion");
+        return;
+    }
+    std::set<std::string> names;
+    for (const auto& e : list)
+        if (e.active) names.insert(e.name);
+    for (const auto& e : list) {
+        if (!e.active || !S_ISDIR(e.mode)) continue;
+        if (!o().recurse && !e.top_dir) continue;
+        std::string local = join_path(dest, e.name);
+        auto fd = ctx.root.open_beneath(local, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+        if (!fd) continue;
+        int dfd = fd->release();
+        DIR* d = fdopendir(dfd);
+        if (!d) {
+            ::close(dfd);
+            continue;
+        }
+        std::vector<std::pair<std::string, bool>> doomed;
+        while (dirent* de = readdir(d)) {
+            std::string n = de->d_name;
+            if (n == "." || n == "..") continue;
+            std::string wire = e.name == "." ? n : e.name + "/" + n;
+            if (names.contains(wire)) continue;
+            struct stat st {};
+            if (fstatat(dirfd(d), n.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) continue;
+            bool is_dir = S_ISDIR(st.st_mode);
+            if (!o().delete_excluded && ctx.filters.excluded(wire, is_dir)) continue;
+            doomed.emplace_back(n, is_dir);
+        }
+        for (const auto& [n, is_dir] : doomed) {
+            std::string wire = e.name == "." ? n : e.name + "/" + n;
+            if (o().max_delete >= 0 && deletions >= o().max_delete) {
+                ctx.info("Deletions stopped due to --max-delete limit");
+                break;
+            }
+            ++deletions;
+            if (o().verbose) ctx.info("deleting " + wire + (is_dir ? "/" : ""));
+            if (!o().dry_run) remove_tree(dirfd(d), n, join_path(dest, wire));
+        }
+        closedir(d);
+    }
+}
+
+}  // namespace sfs::server::rsync

@@ -1,0 +1,130 @@
+// The receiving side of a push: file list reception, the generator (deletions, directories,
+// symlinks, devices, block sums of each basis) and the receiver (tokens applied against the
+// basis into a temp file, whole-file MD4 verified, renamed into place).
+//
+// Design: rsync forks the generator and the receiver; we run the generator on its own thread
+// and the receiver on the session thread. The generator only writes to the client, the
+// receiver only reads from it, so neither can block the other (the client's sender reads and
+// writes concurrently). The receiver tells the generator about redo requests and phase ends
+// through RecvEvents. Protocol 27 has two phases: 0 (short 2-byte block sums) and 1 (redo of
+// files whose checksum failed, with full 16-byte sums). See generator.c generate_files and
+// receiver.c recv_files.
+//
+// This header is the state the push roles share: the received list, the destination, the
+// events from the receiver to the generator. generator.cc, receiver.cc, deletion.cc and
+// push_attrs.cc each implement one part of it.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "server/rsync/context.h"
+
+namespace sfs::server::rsync {
+
+using protocol::FileEntry;
+
+inline constexpr const char* kMungePrefix = "/rsyncd-munged/";
+
+struct RecvEvent {
+    enum Kind { redo, phase_done, failed } kind;
+    std::int32_t ndx = 0;
+};
+
+class RecvEvents {
+public:
+    void push(RecvEvent e) {
+        std::lock_guard l(mu_);
+        q_.push_back(e);
+        cv_.notify_one();
+    }
+    RecvEvent pop() {
+        std::unique_lock l(mu_);
+        cv_.wait(l, [&] { return !q_.empty(); });
+        RecvEvent e = q_.front();
+        q_.pop_front();
+        return e;
+    }
+
+private:
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::deque<RecvEvent> q_;
+};
+
+// pread until n bytes or EOF; returns the bytes read.
+std::size_t read_at(int fd, std::uint8_t* buf, std::size_t n, std::int64_t off);
+// "strerror (errno)" as rsync prints it.
+std::string errstr(int e);
+
+struct Push {
+    explicit Push(Context& c) : ctx(c) {}
+    Context& ctx;
+    std::vector<FileEntry> list;
+    std::string dest;          // module-relative destination dir ("." = root)
+    std::string local_name;    // single-file transfer to a new name
+    std::int32_t sender_io_error = 0;
+    std::map<std::int32_t, std::int32_t> hlink_leader;   // follower ndx -> leader ndx
+    RecvEvents events;
+    std::atomic<bool> abort{false};
+    mode_t umask_bits = 022;
+
+    const ServerOptions& o() const { return ctx.opt; }
+    bool am_root() const { return ctx.module->am_root; }
+
+    int deletions = 0;
+
+    std::vector<std::size_t> dirs_made;
+    std::set<std::size_t> dirs_created;
+
+    std::string path_of(const FileEntry& e) const {
+        if (!local_name.empty()) return local_name;
+        return join_path(dest, e.name);
+    }
+    // ---- attributes ----------------------------------------------------------------
+    mode_t new_mode(const FileEntry& e, bool exists, mode_t cur) const;
+    void set_fd_attrs(int fd, const FileEntry& e, bool exists, mode_t cur);
+    // Attributes on an existing entry by path (dirs at the end, up-to-date files, symlinks).
+    // `created`: we made this entry (a directory made 0700 so we could fill it), so its
+    // final mode is applied even without -p.
+    void set_path_attrs(const std::string& path, const FileEntry& e, bool is_link, bool created = false);
+    // ---- deletion ------------------------------------------------------------------
+    // Removes `path` (a directory recursively). Returns false on error.
+    bool remove_tree(int parent, const std::string& name, const std::string& shown);
+    // delete_in_dir() for every directory of the list (delete-before, as protocol 27 does).
+    void delete_pass();
+    // ---- generator -----------------------------------------------------------------
+    // Makes room for a new entry of type `mode` at `path`: removes what is there when its
+    // type differs. Returns the existing stat (if kept) through `st`.
+    bool make_room(const std::string& path, mode_t mode, struct stat& st, bool& exists);
+    void gen_dir(std::size_t i);
+    void gen_symlink(const FileEntry& e);
+    void gen_device(const FileEntry& e);
+    // unchanged_file() + quick_check_ok(): true when the file needs no transfer.
+    bool up_to_date(const std::string& path, const FileEntry& e, const struct stat& st);
+    // recv_generator() for a regular file: request it (index + block sums) or fix attrs.
+    Result<void> gen_file(std::int32_t ndx, bool redo_pass);
+    Result<void> generate();
+    // -H: group regular files by the sender's (dev, ino); the first in list order carries
+    // the data, the others become links to it (hlink.c, protocol < 30).
+    void plan_hardlinks();
+    void link_hardlinks();
+    // ---- receiver ------------------------------------------------------------------
+    // receive_data() + finish_transfer() for one file. `ok` false: checksum mismatch.
+    Result<void> receive_file(std::int32_t ndx, int phase, bool& ok);
+    Result<void> receive();
+};
+
+// get_local_name(): where the received list lands (a directory, or one file's new name).
+void choose_destination(Push& r, std::string dest_arg);
+
+}  // namespace sfs::server::rsync
