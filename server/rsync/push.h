@@ -97,6 +97,8 @@ struct Push {
     // `created`: we made this entry (a directory made 0700 so we could fill it), so its
     // final mode is applied even without -p.
     void set_path_attrs(const std::string& path, const FileEntry& e, bool is_link, bool created = false);
+    // chmod of an existing non-symlink entry without /proc (works in a chroot); 0 or -1/errno.
+    int chmod_entry(const std::string& path, int parent, const char* name, const struct stat& st, mode_t want);
     // ---- deletion ------------------------------------------------------------------
     // Removes `path` (a directory recursively). Returns false on error.
     bool remove_tree(int parent, const std::string& name, const std::string& shown);

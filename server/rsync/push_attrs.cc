@@ -56,6 +56,43 @@ void Push::set_fd_attrs(int fd, const FileEntry& e, bool exists, mode_t cur) {
     }
 }
 
+// chmod of a non-symlink entry without /proc: a chrooted module (`use chroot`, the
+// default for a root daemon) has no /proc, so the old O_PATH + /proc/self/fd/N trick
+// failed with ENOENT there. Linux has no lchmod (fchmodat(AT_SYMLINK_NOFOLLOW) is
+// ENOTSUP in glibc 2.36 and fchmod refuses O_PATH fds), so:
+//  - directories and regular files are opened for real, O_RDONLY|O_NOFOLLOW|O_NONBLOCK
+//    (O_DIRECTORY for dirs) beneath the module root, checked to be the entry `st`
+//    describes (dev/ino), and changed with fchmod: no race at all;
+//  - fifos, devices, sockets (opening them could block or have side effects), and files
+//    we may not open (a non-root daemon and a write-only file): fchmodat(parent, name, 0)
+//    after `st` (fstatat AT_SYMLINK_NOFOLLOW) showed it is not a symlink. A symlink raced
+//    in between would be followed, but `parent` is an openat2 RESOLVE_BENEATH fd inside
+//    the module and only a module writer can race it; accepted, as rsync itself does a
+//    plain chmod(2) by path here.
+// Returns 0 or -1 with errno set.
+int Push::chmod_entry(const std::string& path, int parent, const char* name, const struct stat& st,
+                      mode_t want) {
+    if (S_ISLNK(st.st_mode)) return 0;  // Linux symlinks have no mode of their own
+    if (S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)) {
+        int flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+        if (S_ISDIR(st.st_mode)) flags |= O_DIRECTORY;
+        auto fd = ctx.root.open_beneath(path, flags);
+        if (fd) {
+            struct stat now {};
+            if (::fstat(fd->get(), &now) == 0 && now.st_dev == st.st_dev && now.st_ino == st.st_ino)
+                return ::fchmod(fd->get(), want);
+            errno = ESTALE;  // replaced under us: not the entry we decided about
+            return -1;
+        }
+        if (fd.error() != EACCES && fd.error() != EPERM) {
+            errno = fd.error();
+            return -1;
+        }
+    }
+    // "" is the module root itself (`parent` is then the root's own O_PATH fd).
+    return ::fchmodat(parent, *name == '\0' ? "." : name, want, 0);
+}
+
 // Attributes on an existing entry by path (dirs at the end, up-to-date files, symlinks).
 // `created`: we made this entry (a directory made 0700 so we could fill it), so its
 // final mode is applied even without -p.
@@ -76,13 +113,8 @@ void Push::set_path_attrs(const std::string& path, const FileEntry& e, bool is_l
     if (fstatat(dir->get(), name, &st, AT_SYMLINK_NOFOLLOW | empty) < 0) return;
     mode_t want = new_mode(e, !created, st.st_mode);
     if ((o().perms || created) && (st.st_mode & 07777) != want) {
-        // fchmodat cannot refuse symlinks portably; open the entry itself instead.
-        auto fd = ctx.root.open_beneath(path, O_PATH | O_NOFOLLOW);
-        if (fd) {
-            std::string proc = "/proc/self/fd/" + std::to_string(fd->get());
-            if (::chmod(proc.c_str(), want) < 0)
-                ctx.error("rsync: chmod \"" + path + "\" failed: " + errstr(errno));
-        }
+        if (chmod_entry(path, dir->get(), name, st, want) < 0)
+            ctx.error("rsync: chmod \"" + path + "\" failed: " + errstr(errno));
     }
     if (o().times && !(S_ISDIR(e.mode) && o().omit_dir_times) && st.st_mtime != e.mtime) {
         struct timespec ts[2];

@@ -147,6 +147,18 @@ inline RunResult run(const std::string& cmd) {
     return r;
 }
 
+// Polls `path` until it contains `text`, bounded by `limit` (a log line written by another
+// process after our client returned). Returns whether it appeared.
+inline bool file_gets(const std::string& path, const std::string& text,
+                      std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    for (;;) {
+        if (read_file(path).find(text) != std::string::npos) return true;
+        if (std::chrono::steady_clock::now() >= deadline) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+}
+
 // A syncfsd process in the foreground (--no-detach) on a free 127.0.0.1 port.
 class Daemon {
 public:
@@ -165,15 +177,10 @@ public:
     pid_t pid() const { return pid_; }
     const std::string& config_path() const { return config_; }
     std::string log() const { return read_file(log_); }
-    // Waits up to 5 s for `text` to appear in the log (connection processes log their line
-    // after the client has already seen the reply). Returns whether it appeared.
-    bool log_has(const std::string& text) const {
-        for (int i = 0; i < 100; ++i) {
-            if (log().find(text) != std::string::npos) return true;
-            std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        }
-        return false;
-    }
+    // Waits up to 10 s for `text` to appear in the log: connection processes write their
+    // line after the client has already seen the reply (and exited), and on a loaded
+    // machine that can take seconds. Returns whether it appeared.
+    bool log_has(const std::string& text) const { return file_gets(log_, text); }
     std::string url(const std::string& rest = "") const {
         return "rsync://127.0.0.1:" + std::to_string(port_) + "/" + rest;
     }

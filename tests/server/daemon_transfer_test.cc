@@ -71,6 +71,49 @@ TEST_F(DaemonTransferTest, PushAndPullThroughAModule) {
     EXPECT_TRUE(daemon->log_has("module=web user=- request=push")) << daemon->log();
 }
 
+// `use chroot = yes` with syncfsd as root (the rsyncd default): the session has no /proc,
+// so attributes must be set through fds, never /proc/self/fd/N (that ended every archive
+// push with `chmod "dir" failed`, exit 23). Chrooted modules do not munge symlinks, so
+// the link is stored as sent. Trees are compared with diff -r, and types, modes, link
+// targets and file mtimes (whole seconds: the receiver sets no nanoseconds) with find
+// -printf on both sides.
+TEST_F(DaemonTransferTest, ChrootedArchivePushAndPullKeepsModes) {
+    if (::geteuid() != 0) GTEST_SKIP() << "SKIPPED: chroot needs syncfsd to run as root";
+    REQUIRE_TRANSFER();
+    for (const char* d : {"tree", "tree/private", "tree/open", "tree/open/deep"})
+        std::filesystem::create_directories(dir / d);
+    write_file(dir / "tree/plain.txt", "plain\n", 0644);
+    write_file(dir / "tree/tool.sh", "#!/bin/sh\n", 0755);
+    write_file(dir / "tree/private/key", "key\n", 0600);
+    write_file(dir / "tree/open/deep/odd", std::string(70000, 'o'), 0604);
+    ::symlink("../plain.txt", (dir / "tree/open/up").c_str());
+    ::symlink("private/key", (dir / "tree/keylink").c_str());
+    ::mkfifo((dir / "tree/fifo").c_str(), 0600);
+    ::chmod((dir / "tree/fifo").c_str(), 0620);  // past the umask: group-writable
+    ::chmod((dir / "tree/private").c_str(), 0700);
+    ::chmod((dir / "tree/open").c_str(), 0775);
+    ::chmod((dir / "tree/open/deep").c_str(), 0711);
+    auto push = run("rsync -a " + (dir / "tree/") + " " + daemon->url("jail/"));
+    ASSERT_EQ(push.status, 0) << push.output << "\n" << daemon->log();
+    EXPECT_EQ(std::filesystem::read_symlink(dir / "jail/open/up"), "../plain.txt");
+    std::filesystem::create_directories(dir / "back");
+    auto pull = run("rsync -a " + daemon->url("jail/") + " " + (dir / "back/"));
+    ASSERT_EQ(pull.status, 0) << pull.output << "\n" << daemon->log();
+    // diff reports two fifos as a difference; their type and mode are compared below.
+    auto diff = run("diff -r --no-dereference -x fifo " + (dir / "tree") + " " + (dir / "back"));
+    EXPECT_EQ(diff.status, 0) << diff.output;
+    auto attrs = [&](const std::string& root) {
+        return run("find " + root + " -mindepth 1 \\( -type f -printf '%P %y %m %Ts\\n' \\) -o "
+                   "-printf '%P %y %m %l\\n' | LC_ALL=C sort").output;
+    };
+    std::string want = attrs(dir / "tree");
+    EXPECT_NE(want.find("private d 700"), std::string::npos) << want;
+    EXPECT_NE(want.find("fifo p 620"), std::string::npos) << want;
+    EXPECT_EQ(attrs(dir / "jail"), want) << "module side";
+    EXPECT_EQ(attrs(dir / "back"), want) << "pulled back";
+    EXPECT_TRUE(daemon->log_has("module=jail user=- request=push")) << daemon->log();
+}
+
 // rsync -s sends its file arguments in a second, NUL-separated list; the daemon merges it.
 TEST_F(DaemonTransferTest, SecludedArgsWithSpaces) {
     REQUIRE_TRANSFER();
