@@ -350,6 +350,19 @@ Result<std::unique_ptr<Watcher>> start_fanotify(UniqueFd root, std::string sourc
         }
         return fan;
     };
+    // Every event is resolved through a file handle: refuse a filesystem that cannot
+    // open its own handles (it would turn every event into an Overflow).
+    {
+        std::vector<unsigned char> buf(sizeof(file_handle) + MAX_HANDLE_SZ);
+        auto* fh = reinterpret_cast<file_handle*>(buf.data());
+        fh->handle_bytes = MAX_HANDLE_SZ;
+        int mount_id = 0;
+        if (::name_to_handle_at(root.get(), "", fh, &mount_id, AT_EMPTY_PATH) != 0) {
+            return fail(source_path + ": name_to_handle_at: " + std::strerror(errno), errno);
+        }
+        UniqueFd probe(::open_by_handle_at(root.get(), fh, O_PATH | O_CLOEXEC));
+        if (!probe) return fail(source_path + ": open_by_handle_at: " + std::strerror(errno), errno);
+    }
     bool has_rename = !options.fanotify_without_rename;
     auto fan = has_rename ? arm(true) : fail("FAN_RENAME not wanted");
     if (!fan) {

@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <ftw.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -136,6 +137,23 @@ private:
     std::vector<OutsideChange> changes_;
     bool hold_ = false;
     bool held_ = false;
+};
+
+// A private tmpfs on a temp dir: fast to fill with 50k files and, for fanotify, a
+// filesystem of its own (a filesystem-wide mark then sees only this test's changes).
+// Falls back to the plain temp dir when mounting is not possible.
+class TmpfsDir {
+public:
+    TmpfsDir() { mounted_ = ::mount("syncfs-watch-test", dir_.path().c_str(), "tmpfs", 0, "size=256m") == 0; }
+    ~TmpfsDir() {
+        if (mounted_) ::umount2(dir_.path().c_str(), MNT_DETACH);
+    }
+    const std::string& path() const { return dir_.path(); }
+    std::string operator/(const std::string& rel) const { return dir_ / rel; }
+
+private:
+    TempDir dir_;
+    bool mounted_ = false;
 };
 
 // The path as an open directory fd, the way syncfs hands SOURCE to the watcher.
