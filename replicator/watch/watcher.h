@@ -39,8 +39,11 @@ struct WatchOptions {
     std::vector<std::string> exclude;
     // An unpaired move-out is reported as Deleted after this window.
     std::chrono::milliseconds move_pair_window{50};
-    // inotify mode: how long an expect_own_change() announcement suppresses events on a path.
+    // inotify mode: how long an expect_own_change() announcement suppresses events on a path,
+    // and how long changes are held before that check (so an announcement made right after
+    // syncfs's own syscall, e.g. from ChangeSink::on_change, still catches the echo).
     std::chrono::milliseconds echo_ttl{2000};
+    std::chrono::milliseconds echo_delay{100};
     // inotify mode: use at most this many watches (0 = only the kernel's limit). Reaching it
     // is handled exactly like the kernel's ENOSPC: Overflow for the subtree, error in status.
     std::size_t max_inotify_watches = 0;

@@ -65,7 +65,9 @@ void WatcherCore::run() noexcept {
     spdlog::info("watcher {}: watching for outside changes ({})", source_path_, mode_);
     for (;;) {
         int timeout = -1;
-        if (auto deadline = next_deadline()) {
+        auto deadline = next_deadline();
+        if (!delayed_.empty() && (!deadline || delayed_.front().due < *deadline)) deadline = delayed_.front().due;
+        if (deadline) {
             auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - Clock::now());
             timeout = static_cast<int>(std::max<std::int64_t>(0, left.count()));
         }
@@ -85,7 +87,9 @@ void WatcherCore::run() noexcept {
         }
         if (fds[0].revents & POLLIN) on_readable();
         if (next_deadline()) on_deadline(Clock::now());
+        flush_delayed(Clock::now());
     }
+    flush_delayed(Clock::time_point::max());  // stopping: deliver what is held, now
     running_ = false;
 }
 
@@ -132,11 +136,40 @@ void WatcherCore::report(OutsideChange change) {
             return;
         }
     }
-    if (echo_ && echo_->is_own(change.path) &&
-        (change.kind != OutsideChange::Kind::Renamed || echo_->is_own(change.path2))) {
-        ++own_dropped_;
+    if (echo_) {
+        // Bounded: the kernel queue is the real buffer; past this, deliver at once.
+        constexpr std::size_t kMaxDelayed = 16384;
+        if (delayed_.size() >= kMaxDelayed) flush_delayed(Clock::time_point::max());
+        delayed_.push_back(Delayed{Clock::now() + options_.echo_delay, std::move(change)});
         return;
     }
+    deliver(std::move(change));
+}
+
+void WatcherCore::flush_delayed(Clock::time_point now) noexcept {
+    while (!delayed_.empty() && delayed_.front().due <= now) {
+        OutsideChange change = std::move(delayed_.front().change);
+        delayed_.pop_front();
+        try {
+            if (change.kind == OutsideChange::Kind::Overflow) {
+                ++reported_;
+                sink_.on_outside_change(change);
+                continue;
+            }
+            if (echo_ && echo_->is_own(change.path) &&
+                (change.kind != OutsideChange::Kind::Renamed || echo_->is_own(change.path2))) {
+                ++own_dropped_;
+                continue;
+            }
+            deliver(std::move(change));
+        } catch (const std::exception& e) {
+            // Only allocation can fail here; the change goes out unfiltered rather than lost.
+            spdlog::error("watcher {}: {}", source_path_, e.what());
+        }
+    }
+}
+
+void WatcherCore::deliver(OutsideChange change) {
     if ((change.kind == OutsideChange::Kind::Modified || change.kind == OutsideChange::Kind::Attrib) &&
         last_reported_ && *last_reported_ == change) {
         return;
@@ -151,8 +184,13 @@ void WatcherCore::report_overflow(const std::string& path, const std::string& re
     spdlog::warn("watcher {}: {}; reconciling {}", source_path_, reason,
                  path.empty() ? std::string("the whole tree") : "subtree " + path);
     last_reported_.reset();
+    OutsideChange change{OutsideChange::Kind::Overflow, path, {}, true};
+    if (echo_) {  // keep the order with the changes held for echo filtering
+        delayed_.push_back(Delayed{Clock::now() + options_.echo_delay, std::move(change)});
+        return;
+    }
     ++reported_;
-    sink_.on_outside_change(OutsideChange{OutsideChange::Kind::Overflow, path, {}, true});
+    sink_.on_outside_change(change);
 }
 
 void WatcherCore::report_move(const std::optional<std::string>& from, const std::optional<std::string>& to,

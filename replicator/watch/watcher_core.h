@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -47,7 +48,9 @@ protected:
 
     // --- reporting, watcher thread only ---
     // Delivers `change` unless excluded or announced by expect_own_change(). Consecutive
-    // identical Modified/Attrib changes within one read batch are delivered once.
+    // identical Modified/Attrib changes within one read batch are delivered once. With
+    // echo hints (inotify), changes are held for options.echo_delay first, so an
+    // announcement made just after syncfs's own syscall still catches its echo.
     void report(OutsideChange change);
     // Delivers Overflow(path) (never filtered), counts it and logs `reason`.
     void report_overflow(const std::string& path, const std::string& reason);
@@ -71,7 +74,13 @@ protected:
     std::atomic<std::uint64_t> watched_dirs_{0};
 
 private:
+    struct Delayed {
+        Clock::time_point due;
+        OutsideChange change;
+    };
     void run() noexcept;
+    void deliver(OutsideChange change);
+    void flush_delayed(Clock::time_point now) noexcept;
 
     const std::string mode_;
     UniqueFd root_;
@@ -84,6 +93,7 @@ private:
     std::thread thread_;
     std::mutex stop_mutex_;
     std::optional<OutsideChange> last_reported_;  // watcher thread only
+    std::deque<Delayed> delayed_;                 // watcher thread only; echo-hint mode
 
     std::atomic<std::uint64_t> reported_{0};
     std::atomic<std::uint64_t> overflows_{0};

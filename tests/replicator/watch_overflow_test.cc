@@ -3,6 +3,7 @@
 // an Overflow of the affected subtree, are counted in status and leave the watcher working.
 #include <sys/mount.h>
 #include <cstring>
+#include <thread>
 #include <sys/stat.h>
 
 #include "tests/replicator/watch_test_util.h"
@@ -80,6 +81,8 @@ TEST(WatchLimit, UnwatchableSubtreesAreReportedAsOverflowAndKeptInStatus) {
         }
         return out;
     };
+    // Delivered through the echo delay of inotify mode: wait for them.
+    for (int i = 0; i < 200 && overflowed().size() < 2; ++i) std::this_thread::sleep_for(10ms);
     ASSERT_EQ(overflowed().size(), 2u) << sink.dump();
     for (const auto& p : overflowed()) EXPECT_NE(p, "") << "only the unwatched subtree is to be reconciled";
     auto st = watcher->status();
