@@ -13,10 +13,14 @@
 //    scratch (new inotify instance, fresh walk) and only then Overflow("") is delivered.
 //  * Watch limit (ENOSPC or options.max_inotify_watches): the directory stays unwatched,
 //    Overflow(dir) is delivered, the error stays in status, and the subtree is not
-//    descended (its entries are covered by that Overflow).
+//    descended (its entries are covered by that Overflow). Every rewatch_interval the
+//    unwatched subtrees are tried again, each yielding one more Overflow (watched again, or
+//    still not), so changes there are picked up late but never lost.
 #include "replicator/watch/inotify_watcher.h"
 
 #include <sys/inotify.h>
+#include <sys/stat.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
@@ -24,6 +28,7 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <set>
 #include <unordered_map>
 #include <vector>
 
@@ -67,8 +72,10 @@ protected:
     }
 
     std::optional<Clock::time_point> next_deadline() const noexcept override {
-        if (pending_.empty()) return std::nullopt;
-        return pending_.front().deadline;
+        std::optional<Clock::time_point> next;
+        if (!pending_.empty()) next = pending_.front().deadline;
+        if (!unwatched_.empty() && (!next || retry_at_ < *next)) next = retry_at_;
+        return next;
     }
 
     void on_deadline(Clock::time_point now) noexcept override {
@@ -78,6 +85,7 @@ protected:
                 pending_.erase(pending_.begin());
                 moved_out(p.path, p.is_dir);
             }
+            if (!unwatched_.empty() && retry_at_ <= now) retry_unwatched();
         } catch (const std::exception& e) {
             record_error(std::string("move expiry failed: ") + e.what());
             rebuild("inotify move expiry failed");
@@ -99,6 +107,7 @@ private:
         wd_path_.clear();
         path_wd_.clear();
         pending_.clear();
+        unwatched_.clear();
         watched_dirs_ = 0;
         return {};
     }
@@ -156,7 +165,42 @@ private:
 
     void watch_limit(const std::string& rel, const std::string& why) {
         record_error((rel.empty() ? std::string(".") : rel) + ": not watched: " + why);
+        if (unwatched_.empty()) retry_at_ = Clock::now() + options().rewatch_interval;
+        unwatched_.insert(rel);
         report_overflow(rel, "a directory cannot be watched");
+    }
+
+    // Tries again to watch the subtrees the limit left unwatched. Each gets one Overflow:
+    // "now watched, reconcile what was missed" or, still failing, the watch_limit one — so
+    // over the limit a subtree is reconciled every rewatch_interval instead of never.
+    void retry_unwatched() {
+        std::set<std::string> previous;
+        previous.swap(unwatched_);
+        retry_at_ = Clock::now() + options().rewatch_interval;
+        for (const auto& dir : previous) {
+            struct stat st{};
+            if (::fstatat(root_fd(), dir.empty() ? "." : dir.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+                !S_ISDIR(st.st_mode) || excluded(dir)) {
+                continue;  // gone or replaced: its parent (watched) reported that
+            }
+            watch_subtree(dir, /*report_entries=*/false);
+            if (path_wd_.contains(dir)) report_overflow(dir, "a directory is watched again");
+        }
+        if (unwatched_.empty()) spdlog::info("watcher {}: every directory is watched again", source_path());
+    }
+
+    // Keeps unwatched_ in step with renames and removals seen by the watched parents.
+    void rename_unwatched(const std::string& from, const std::optional<std::string>& to) {
+        std::vector<std::string> moved;
+        for (auto it = unwatched_.lower_bound(from); it != unwatched_.end() && it->starts_with(from);) {
+            if (!is_same_or_under(*it, from)) {
+                ++it;
+                continue;
+            }
+            if (to) moved.push_back(*to + it->substr(from.size()));
+            it = unwatched_.erase(it);
+        }
+        unwatched_.insert(moved.begin(), moved.end());
     }
 
     void drain() {
@@ -241,12 +285,16 @@ private:
         }
         if (ev->mask & (IN_MODIFY | IN_CLOSE_WRITE)) report(OutsideChange{K::Modified, path, {}, is_dir});
         if (ev->mask & IN_ATTRIB) report(OutsideChange{K::Attrib, path, {}, is_dir});
-        if (ev->mask & IN_DELETE) report(OutsideChange{K::Deleted, path, {}, is_dir});
+        if (ev->mask & IN_DELETE) {
+            if (is_dir) rename_unwatched(path, std::nullopt);
+            report(OutsideChange{K::Deleted, path, {}, is_dir});
+        }
         return false;
     }
 
     void renamed(const std::string& from, const std::string& to, bool is_dir) {
         if (is_dir) {
+            rename_unwatched(from, excluded(to) ? std::nullopt : std::optional(to));
             if (excluded(to)) {
                 unwatch_subtree(from);
             } else if (excluded(from)) {
@@ -269,7 +317,10 @@ private:
     }
 
     void moved_out(const std::string& path, bool is_dir) {
-        if (is_dir) unwatch_subtree(path);
+        if (is_dir) {
+            unwatch_subtree(path);
+            rename_unwatched(path, std::nullopt);
+        }
         report_move(path, std::nullopt, is_dir);
     }
 
@@ -327,6 +378,8 @@ private:
     std::unordered_map<int, std::string> wd_path_;
     std::map<std::string, int> path_wd_;  // ordered: subtrees are contiguous ranges
     std::vector<Pending> pending_;        // unpaired IN_MOVED_FROM, oldest first
+    std::set<std::string> unwatched_;     // roots of subtrees the watch limit left unwatched
+    Clock::time_point retry_at_{};
 };
 
 }  // namespace

@@ -47,6 +47,9 @@ struct WatchOptions {
     // inotify mode: use at most this many watches (0 = only the kernel's limit). Reaching it
     // is handled exactly like the kernel's ENOSPC: Overflow for the subtree, error in status.
     std::size_t max_inotify_watches = 0;
+    // inotify mode: how often subtrees left unwatched by the limit are tried again (each try
+    // delivers an Overflow of the subtree, so they are reconciled at this pace).
+    std::chrono::milliseconds rewatch_interval{30000};
     // fanotify mode: pair MOVED_FROM/MOVED_TO even when the kernel has FAN_RENAME (tests the
     // path used on kernels before 5.17).
     bool fanotify_without_rename = false;

@@ -6,6 +6,8 @@
 #include <thread>
 #include <sys/stat.h>
 
+#include <algorithm>
+
 #include "tests/replicator/watch_test_util.h"
 
 namespace sfs::repl::watch::test {
@@ -102,6 +104,47 @@ TEST(WatchLimit, UnwatchableSubtreesAreReportedAsOverflowAndKeptInStatus) {
     EXPECT_TRUE(sink.wait_for(Kind::DirCreated, parent + "/new")) << sink.dump();
     EXPECT_TRUE(sink.wait_for(Kind::Overflow, parent + "/new")) << sink.dump();
     EXPECT_EQ(watcher->status().overflows, 3u);
+    watcher->stop();
+}
+
+TEST(WatchLimit, UnwatchedSubtreesAreRetriedAndReconciledPeriodically) {
+    TempDir src;
+    for (const char* d : {"a", "b"}) ASSERT_EQ(::mkdir((src / d).c_str(), 0755), 0);
+    RecordingSink sink;
+    WatchOptions options;
+    options.backend = Backend::Inotify;
+    options.max_inotify_watches = 2;  // root and one of a, b
+    options.rewatch_interval = 200ms;
+    UniqueFd fd = open_dir(src.path());
+    auto w = Watcher::start(fd.get(), src.path(), options, sink);
+    ASSERT_TRUE(w.has_value()) << w.error().message;
+    auto& watcher = *w;
+    ASSERT_TRUE(sink.wait_for([](const OutsideChange& c) { return c.kind == Kind::Overflow; })) << sink.dump();
+    std::string unwatched, watched;
+    for (const auto& c : sink.changes()) {
+        if (c.kind == Kind::Overflow) unwatched = c.path;
+    }
+    ASSERT_TRUE(unwatched == "a" || unwatched == "b") << sink.dump();
+    watched = unwatched == "a" ? "b" : "a";
+    // Still over the limit: the subtree is handed out for reconcile again and again.
+    auto overflow_count = [&] {
+        auto all = sink.changes();
+        return std::count_if(all.begin(), all.end(),
+                             [&](const OutsideChange& c) { return c.kind == Kind::Overflow && c.path == unwatched; });
+    };
+    for (int i = 0; i < 300 && overflow_count() < 3; ++i) std::this_thread::sleep_for(10ms);
+    EXPECT_GE(overflow_count(), 3) << sink.dump();
+    // A watch is freed: the next retry watches the subtree, and its changes are reported.
+    ASSERT_EQ(::rmdir((src / watched).c_str()), 0);
+    ASSERT_TRUE(sink.wait_for(Kind::Deleted, watched)) << sink.dump();
+    bool rewatched = false;
+    for (int i = 0; i < 300 && !rewatched; ++i) {
+        std::this_thread::sleep_for(10ms);
+        rewatched = watcher->status().watched_dirs == 2;
+    }
+    ASSERT_TRUE(rewatched) << sink.dump();
+    write_file(src / (unwatched + "/now-seen"));
+    EXPECT_TRUE(sink.wait_for(Kind::Created, unwatched + "/now-seen")) << sink.dump();
     watcher->stop();
 }
 
