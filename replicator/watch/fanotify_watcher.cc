@@ -4,8 +4,8 @@
 //    open_by_handle_at(O_PATH) + readlink; results are cached (bounded) and the cache is
 //    dropped whenever a directory is renamed or deleted anywhere on the filesystem, since
 //    that may change any cached path (including SOURCE's own, which is re-read then).
-//  * A handle that no longer opens (ESTALE) or resolves to "... (deleted)" is a directory
-//    that was removed since. Its events are dropped: the removal of its top-most removed
+//  * A handle that no longer opens (ESTALE) or opens a directory with no links left is a
+//    directory that was removed since. Its events are dropped: the removal of its top-most removed
 //    ancestor inside SOURCE is itself an event (or the directory was outside SOURCE), and
 //    that Deleted covers the subtree. Counted in status as events seen, not reported.
 //  * Renames: FAN_RENAME (5.17+) carries old and new names in one event. Without it there
@@ -39,6 +39,7 @@ namespace sfs::repl::watch {
 namespace {
 
 constexpr std::size_t kReadBuffer = 256 * 1024;
+constexpr int kReadsPerWakeup = 8;
 constexpr std::size_t kCacheMax = 8192;
 
 std::string fd_path(int fd) {
@@ -166,8 +167,10 @@ private:
 
     void refresh_root() { root_abs_ = fd_path(root_fd()); }
 
+    // Reads a bounded number of times, so a flood cannot starve the move-pairing and echo
+    // deadlines; poll() reports the fd ready again at once if more is queued.
     void drain() {
-        for (;;) {
+        for (int reads = 0; reads < kReadsPerWakeup; ++reads) {
             ssize_t n = ::read(fan_.get(), buffer_.data(), buffer_.size());
             if (n < 0) {
                 if (errno == EINTR) continue;
@@ -194,6 +197,8 @@ private:
         }
         if (meta->mask & FAN_Q_OVERFLOW) {
             pending_.clear();
+            cache_.clear();  // lost events may include directory renames
+            refresh_root();
             report_overflow("", "fanotify event queue overflow (more than 16384 events pending)");
             return;
         }
@@ -238,7 +243,7 @@ private:
             return;
         }
         // Without a directory record the object has no name any more (an unlinked, still
-        // open file): its own handle then resolves to "(deleted)" and the event is dropped.
+        // open file): its own handle then has no links left and the event is dropped.
         Resolved where = resolve(info.dfid_name.valid() ? info.dfid_name : info.child);
         if (where.where != Where::Inside) return;
         const std::string& path = where.rel;
@@ -311,9 +316,11 @@ private:
             report_overflow("", "cannot resolve a fanotify directory handle");
             return kError;
         }
-        std::string path = fd_path(fd.get());
-        if (path.empty() || path.ends_with(" (deleted)")) return {};
-        return path;
+        // A removed directory has no links left (its path would end in " (deleted)", which a
+        // live directory may also be called).
+        struct stat st{};
+        if (::fstat(fd.get(), &st) != 0 || st.st_nlink == 0) return {};
+        return fd_path(fd.get());
     }
 
     Resolved relativize(const std::string& abs) const {

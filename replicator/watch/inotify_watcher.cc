@@ -43,6 +43,7 @@ constexpr std::uint32_t kMask = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED
 // No IN_DONT_FOLLOW: watches are added through /proc/self/fd/N, a magic link that must be
 // followed; the fd itself was opened beneath SOURCE without following symlinks.
 constexpr std::size_t kReadBuffer = 256 * 1024;
+constexpr int kReadsPerWakeup = 8;
 
 class InotifyWatcher final : public WatcherCore {
 public:
@@ -203,8 +204,10 @@ private:
         unwatched_.insert(moved.begin(), moved.end());
     }
 
+    // Reads a bounded number of times, so a flood cannot starve the move-pairing and echo
+    // deadlines; poll() reports the fd ready again at once if more is queued.
     void drain() {
-        for (;;) {
+        for (int reads = 0; reads < kReadsPerWakeup; ++reads) {
             ssize_t n = ::read(ino_.get(), buffer_.data(), buffer_.size());
             if (n < 0) {
                 if (errno == EINTR) continue;

@@ -196,6 +196,32 @@ TEST_P(WatchBackend, NewTreeCreatedAndFilledAtOnceIsFullyReported) {
     EXPECT_EQ(watcher->status().overflows, 0u);
 }
 
+TEST_P(WatchBackend, RemovedTreeIsOneDeleteOfItsTopWithoutErrors) {
+    ASSERT_EQ(::mkdir((src / "d").c_str(), 0755), 0);
+    ASSERT_EQ(::mkdir((src / "d/e").c_str(), 0755), 0);
+    ASSERT_EQ(::mkdir((src / "d/e/f").c_str(), 0755), 0);
+    for (const char* f : {"d/1", "d/e/2", "d/e/f/3", "d/e/f/4"}) write_file(src / f);
+    start();
+    // Fill and remove at once: events in directories that are gone when read must not
+    // turn into errors or overflows; the Deleted of the top covers them.
+    append_file(src / "d/e/f/3", "late");
+    ::nftw((src / "d").c_str(), [](const char* f, const struct stat*, int, FTW*) { return ::remove(f); }, 16,
+           FTW_DEPTH | FTW_PHYS);
+    EXPECT_TRUE(sink.wait_for([](const OutsideChange& c) { return c.kind == Kind::Deleted && c.path == "d" && c.is_dir; }))
+        << sink.dump();
+    sync_marker();
+    auto st = watcher->status();
+    EXPECT_EQ(st.overflows, 0u) << st.last_error;
+    EXPECT_EQ(st.errors, 0u) << st.last_error;
+}
+
+TEST_P(WatchBackend, DirectoryNamedLikeAProcDeletedSuffixIsStillWatched) {
+    start();
+    ASSERT_EQ(::mkdir((src / "x (deleted)").c_str(), 0755), 0);
+    write_file(src / "x (deleted)/f");
+    EXPECT_TRUE(sink.wait_for(Kind::Created, "x (deleted)/f")) << sink.dump();
+}
+
 TEST_P(WatchBackend, ExcludedPathsAreNotReported) {
     ASSERT_EQ(::mkdir((src / "cache").c_str(), 0755), 0);
     WatchOptions options;
