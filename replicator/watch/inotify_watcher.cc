@@ -360,6 +360,11 @@ private:
     void forget_wd(int wd) {
         auto it = wd_path_.find(wd);
         if (it == wd_path_.end()) return;
+        if (it->second.empty()) {
+            // SOURCE's own watch went away: SOURCE was removed (or its filesystem unmounted).
+            record_error("SOURCE itself was removed or unmounted; nothing below it is watched");
+            report_overflow("", "SOURCE is gone");
+        }
         if (auto p = path_wd_.find(it->second); p != path_wd_.end() && p->second == wd) path_wd_.erase(p);
         wd_path_.erase(it);
         watched_dirs_ = path_wd_.size();

@@ -250,6 +250,32 @@ TEST_P(WatchBackend, ChangesOutsideSourceAreNotReported) {
     for (const auto& c : sink.changes()) EXPECT_EQ(c.path, ".marker") << describe(c);
 }
 
+// SOURCE == MOUNTPOINT: syncfs takes SOURCE's fd, then mounts over it. Changes made through
+// that fd (the hidden directory) are SOURCE's; changes in what is mounted on top are not.
+TEST_P(WatchBackend, SourceShadowedByAMountInPlaceIsStillWatched) {
+    ASSERT_EQ(::mkdir((src / "d").c_str(), 0755), 0);
+    UniqueFd below(::open(src.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    ASSERT_TRUE(below.valid());
+    start();
+    if (::mount("syncfs-watch-test", src.path().c_str(), "tmpfs", 0, "size=1m") != 0) {
+        GTEST_SKIP() << "cannot mount tmpfs";
+    }
+    struct Unmount {
+        std::string path;
+        ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+    } unmount{src.path()};
+    write_file(src / "on-top");  // lands in the tmpfs
+    UniqueFd f(::openat(below.get(), "d/hidden", O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+    ASSERT_TRUE(f.valid());
+    ASSERT_EQ(::write(f.get(), "x", 1), 1);
+    EXPECT_TRUE(sink.wait_for(Kind::Created, "d/hidden")) << sink.dump();
+    ASSERT_EQ(::mkdirat(below.get(), "d/new", 0755), 0);
+    UniqueFd g(::openat(below.get(), "d/new/deeper", O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+    ASSERT_TRUE(g.valid());
+    EXPECT_TRUE(sink.wait_for(Kind::Created, "d/new/deeper")) << sink.dump();
+    EXPECT_FALSE(sink.seen("on-top")) << sink.dump();
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, WatchBackend,
                          ::testing::Values(BackendCase{"inotify", Backend::Inotify, false},
                                            BackendCase{"fanotify", Backend::Fanotify, false},
