@@ -2,8 +2,8 @@
 //  * Identity and names: with FAN_REPORT_DFID_NAME every event names a directory (by file
 //    handle) and an entry in it. A handle is turned into the directory's current path by
 //    open_by_handle_at(O_PATH) + readlink; results are cached (bounded) and the cache is
-//    dropped whenever a directory is renamed or deleted anywhere on the filesystem, since
-//    that may change any cached path (including SOURCE's own, which is re-read then).
+//    dropped whenever a directory inside SOURCE, or an ancestor of SOURCE, is renamed or
+//    removed (SOURCE's own path is re-read then). See after_directory_change().
 //  * A handle that no longer opens (ESTALE) or opens a directory with no links left is a
 //    directory that was removed since. Its events are dropped: the removal of its top-most removed
 //    ancestor inside SOURCE is itself an event (or the directory was outside SOURCE), and
@@ -203,16 +203,17 @@ private:
             return;
         }
         const bool is_dir = (meta->mask & FAN_ONDIR) != 0;
+        EventInfo info;
+        const bool parsed = parse_info(meta, info);
+        // Before the pid filter: syncfs's own directory renames move cached paths too.
         if (is_dir && (meta->mask & (FAN_RENAME | FAN_MOVED_FROM | FAN_MOVED_TO | FAN_DELETE))) {
-            cache_.clear();  // any cached path may have changed
-            refresh_root();
+            after_directory_change(parsed ? &info : nullptr);
         }
         if (options().ignore_pid != 0 && meta->pid == options().ignore_pid) {
             ++own_dropped_;
             return;
         }
-        EventInfo info;
-        if (!parse_info(meta, info)) {
+        if (!parsed) {
             record_error("malformed fanotify event");
             report_overflow("", "malformed fanotify event");
             return;
@@ -283,23 +284,59 @@ private:
             report_overflow("", "fanotify event without a directory handle");
             return {};
         }
+        std::string abs = entry_path(info);
+        if (abs == kError) return {};
+        if (abs.empty()) return {Where::Gone, {}};
+        return relativize(abs);
+    }
+
+    // The absolute path of the entry (directory handle + name): "" when the directory is
+    // gone, kError when it cannot be resolved (already reported).
+    std::string entry_path(const FidInfo& info) {
         std::string dir_abs;
         std::string key(info.key());
         if (auto it = cache_.find(key); it != cache_.end()) {
             dir_abs = it->second;
         } else {
             dir_abs = open_handle_path(info.handle);
-            if (dir_abs == kError) return {};
+            if (dir_abs == kError) return dir_abs;
             if (cache_.size() >= kCacheMax) cache_.clear();
             cache_.emplace(std::move(key), dir_abs);
         }
-        if (dir_abs.empty()) return {Where::Gone, {}};
-        std::string abs = dir_abs;
+        if (dir_abs.empty()) return {};
         if (!info.name.empty() && info.name != ".") {
-            if (abs != "/") abs.push_back('/');
-            abs.append(info.name);
+            if (dir_abs != "/") dir_abs.push_back('/');
+            dir_abs.append(info.name);
         }
-        return relativize(abs);
+        return dir_abs;
+    }
+
+    // A directory was renamed or removed somewhere on the filesystem. Cached paths can only
+    // have become wrong in a way that matters when the change touches SOURCE: an entry
+    // inside it, or an ancestor of SOURCE. Stale paths of directories outside stay outside
+    // (a move into SOURCE has its new parent inside), so the cache survives the constant
+    // churn of unrelated directories on a shared filesystem.
+    void after_directory_change(const EventInfo* info) {
+        bool touches = info == nullptr;
+        if (info != nullptr) {
+            for (const FidInfo* f : {&info->dfid_name, &info->old_dfid_name, &info->new_dfid_name}) {
+                if (!f->valid()) continue;
+                std::string abs = entry_path(*f);
+                if (abs == kError) {
+                    touches = true;
+                    break;
+                }
+                if (abs.empty()) continue;  // in a removed directory
+                if (root_abs_.empty() || relativize(abs).where == Where::Inside || root_abs_.starts_with(abs + "/") ||
+                    abs == "/") {
+                    touches = true;
+                    break;
+                }
+            }
+        }
+        if (!touches) return;
+        cache_.clear();
+        refresh_root();
     }
 
     static constexpr const char* kError = "\x01";

@@ -18,12 +18,13 @@ struct BackendCase {
 
 class WatchBackend : public ::testing::TestWithParam<BackendCase> {
 protected:
-    void start(WatchOptions options = {}) {
+    void start(WatchOptions options = {}) { start_at(src.path(), std::move(options)); }
+    void start_at(const std::string& source, WatchOptions options = {}) {
         options.backend = GetParam().backend;
         options.fanotify_without_rename = GetParam().without_rename;
-        UniqueFd fd = open_dir(src.path());
+        UniqueFd fd = open_dir(source);
         ASSERT_TRUE(fd.valid());
-        auto w = Watcher::start(fd.get(), src.path(), std::move(options), sink);
+        auto w = Watcher::start(fd.get(), source, std::move(options), sink);
         ASSERT_TRUE(w.has_value()) << w.error().message;
         watcher = std::move(*w);
         ASSERT_EQ(watcher->mode(), GetParam().backend == Backend::Fanotify ? "fanotify" : "inotify");
@@ -248,6 +249,22 @@ TEST_P(WatchBackend, ChangesOutsideSourceAreNotReported) {
     ASSERT_EQ(::mkdir((outside / "d").c_str(), 0755), 0);
     sync_marker();
     for (const auto& c : sink.changes()) EXPECT_EQ(c.path, ".marker") << describe(c);
+}
+
+// SOURCE's parent renamed under the watcher: paths stay relative to SOURCE.
+TEST_P(WatchBackend, SourceMovedWithItsParentKeepsReportingRelativePaths) {
+    ASSERT_EQ(::mkdir((outside / "p").c_str(), 0755), 0);
+    ASSERT_EQ(::mkdir((outside / "p/s").c_str(), 0755), 0);
+    ASSERT_EQ(::mkdir((outside / "p/s/d").c_str(), 0755), 0);
+    start_at(outside / "p/s");
+    write_file(outside / "p/s/d/before");
+    ASSERT_TRUE(sink.wait_for(Kind::Created, "d/before")) << sink.dump();
+    ASSERT_EQ(::rename((outside / "p").c_str(), (outside / "q").c_str()), 0);
+    write_file(outside / "q/s/d/after");
+    EXPECT_TRUE(sink.wait_for(Kind::Created, "d/after")) << sink.dump();
+    ASSERT_EQ(::mkdir((outside / "q/s/e").c_str(), 0755), 0);
+    write_file(outside / "q/s/e/new");
+    EXPECT_TRUE(sink.wait_for(Kind::Created, "e/new")) << sink.dump();
 }
 
 // SOURCE == MOUNTPOINT: syncfs takes SOURCE's fd, then mounts over it. Changes made through
