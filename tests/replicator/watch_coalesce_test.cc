@@ -1,6 +1,9 @@
 // Pure logic: coalescing a batch of outside changes, exclude patterns, echo TTL.
 #include <gtest/gtest.h>
 
+#include <thread>
+
+#include "replicator/watch/change_queue.h"
 #include "replicator/watch/coalesce.h"
 #include "replicator/watch/echo_filter.h"
 #include "replicator/watch/exclude.h"
@@ -82,6 +85,51 @@ TEST(WatchEchoFilter, AnnouncementExpiresAfterTtl) {
     EXPECT_FALSE(f.is_own("p", t0 + std::chrono::milliseconds(100)));
     f.expect("p", t0 + std::chrono::milliseconds(90));  // renewed
     EXPECT_TRUE(f.is_own("p", t0 + std::chrono::milliseconds(150)));
+}
+
+}  // namespace
+}  // namespace sfs::repl::watch
+
+namespace sfs::repl::watch {
+namespace {
+
+TEST(WatchChangeQueue, DrainsCoalescedBatches) {
+    OutsideChangeQueue q(100);
+    q.on_outside_change({OutsideChange::Kind::Modified, "a", {}, false});
+    q.on_outside_change({OutsideChange::Kind::Modified, "a", {}, false});
+    q.on_outside_change({OutsideChange::Kind::Created, "b", {}, false});
+    auto batch = q.drain(std::chrono::milliseconds(0));
+    ASSERT_EQ(batch.size(), 2u);
+    EXPECT_EQ(batch[0].path, "a");
+    EXPECT_TRUE(q.drain(std::chrono::milliseconds(10)).empty());
+}
+
+TEST(WatchChangeQueue, FullQueueCollapsesIntoOneWholeTreeReconcile) {
+    OutsideChangeQueue q(10);
+    for (int i = 0; i < 25; ++i) q.on_outside_change({OutsideChange::Kind::Created, "f" + std::to_string(i), {}, false});
+    auto batch = q.drain(std::chrono::milliseconds(0));
+    ASSERT_EQ(batch.size(), 1u);
+    EXPECT_EQ(batch[0].kind, OutsideChange::Kind::Overflow);
+    EXPECT_EQ(batch[0].path, "");
+    EXPECT_EQ(q.collapsed(), 1u);
+    // Usable again, and collapses again when needed.
+    q.on_outside_change({OutsideChange::Kind::Created, "g", {}, false});
+    batch = q.drain(std::chrono::milliseconds(0));
+    ASSERT_EQ(batch.size(), 1u);
+    EXPECT_EQ(batch[0].path, "g");
+    for (int i = 0; i < 11; ++i) q.on_outside_change({OutsideChange::Kind::Created, "h" + std::to_string(i), {}, false});
+    batch = q.drain(std::chrono::milliseconds(0));
+    ASSERT_EQ(batch.size(), 1u);
+    EXPECT_EQ(batch[0].kind, OutsideChange::Kind::Overflow);
+    EXPECT_EQ(q.collapsed(), 2u);
+}
+
+TEST(WatchChangeQueue, CloseWakesTheConsumer) {
+    OutsideChangeQueue q;
+    std::thread t([&] { EXPECT_TRUE(q.drain(std::chrono::seconds(20)).empty()); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    q.close();
+    t.join();
 }
 
 }  // namespace
