@@ -14,7 +14,9 @@
 //    the same type (dir or not): the kernel queues the two back to back, so only two renames
 //    racing in one process can be mis-paired — then the receiver's verification of path2
 //    (docs/watcher.md) repairs the content. A MOVED_FROM unpaired after
-//    options.move_pair_window is a move out of SOURCE.
+//    options.move_pair_window is a move out of SOURCE. The kernel merges dirent events of
+//    one name (moved in, then moved on: MOVED_TO|MOVED_FROM in one event); such an event is
+//    reported by the entry's existence now and takes no part in pairing.
 //  * Merged events: fanotify may merge CREATE and DELETE of one name into one event; the
 //    entry's existence when the event is read decides whether it is Created or Deleted.
 //  * Queue: the default bounded 16384-event queue (no FAN_UNLIMITED_QUEUE); an overflow is
@@ -29,6 +31,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
+#include <bit>
 #include <cstring>
 #include <unordered_map>
 #include <vector>
@@ -220,6 +223,20 @@ private:
         }
         if (meta->mask & FAN_RENAME) {
             handle_move(info.old_dfid_name, info.new_dfid_name, is_dir);
+            return;
+        }
+        constexpr std::uint64_t kDirent = FAN_CREATE | FAN_DELETE | FAN_MOVED_FROM | FAN_MOVED_TO;
+        if ((meta->mask & (FAN_MOVED_FROM | FAN_MOVED_TO)) && std::popcount(meta->mask & kDirent) > 1) {
+            // The kernel merged several dirent events of one name (e.g. moved in, then moved
+            // on): their order and counterparts are unknown, so report the entry's state now
+            // and let the other halves come out unpaired (conservative, never wrong).
+            Resolved where = resolve(info.dfid_name);
+            if (where.where != Where::Inside) return;
+            if (exists(where.rel)) {
+                report_move(std::nullopt, where.rel, is_dir);
+            } else {
+                report_move(where.rel, std::nullopt, is_dir);
+            }
             return;
         }
         if (meta->mask & FAN_MOVED_FROM) {

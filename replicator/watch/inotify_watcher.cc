@@ -296,6 +296,7 @@ private:
     }
 
     void renamed(const std::string& from, const std::string& to, bool is_dir) {
+        bool list_to = false;
         if (is_dir) {
             rename_unwatched(from, excluded(to) ? std::nullopt : std::optional(to));
             if (excluded(to)) {
@@ -304,9 +305,13 @@ private:
                 watch_subtree(to, /*report_entries=*/false);  // report_move lists it
             } else {
                 move_subtree_paths(from, to);
+                // Created and renamed before its watch could be added (the walk found `from`
+                // gone): watch and list it now under its new name.
+                list_to = !path_wd_.contains(to) && !unwatched_.contains(to);
             }
         }
         report_move(from, to, is_dir);
+        if (list_to) watch_subtree(to, /*report_entries=*/true);
     }
 
     // A directory (with its subtree) or a file appeared from outside or was created.

@@ -72,13 +72,15 @@ UniqueFd open_dir_beneath(int root_fd, const std::string& rel) noexcept {
     return UniqueFd(static_cast<int>(::syscall(SYS_openat2, root_fd, rel.c_str(), &how, sizeof how)));
 }
 
-void walk_tree(int root_fd, const std::string& rel, const TreeWalkCallbacks& callbacks) {
+bool walk_tree(int root_fd, const std::string& rel, const TreeWalkCallbacks& callbacks) {
     UniqueFd fd = open_dir_beneath(root_fd, rel);
     if (!fd) {
-        if (!benign(errno) && callbacks.on_error) callbacks.on_error(rel, errno);
-        return;
+        if (benign(errno)) return false;
+        if (callbacks.on_error) callbacks.on_error(rel, errno);
+        return true;
     }
     walk_dir(std::move(fd), rel, callbacks);
+    return true;
 }
 
 }  // namespace sfs::repl::watch

@@ -30,6 +30,8 @@ struct TreeWalkCallbacks {
 UniqueFd open_dir_beneath(int root_fd, const std::string& rel) noexcept;
 
 // Walks `rel` (a directory relative to root_fd; "" = root_fd itself) depth-first.
-void walk_tree(int root_fd, const std::string& rel, const TreeWalkCallbacks& callbacks);
+// Returns false when `rel` itself is no longer there (ENOENT/ENOTDIR/ELOOP: moved, removed
+// or replaced since it was reported); errors go to on_error and return true.
+bool walk_tree(int root_fd, const std::string& rel, const TreeWalkCallbacks& callbacks);
 
 }  // namespace sfs::repl::watch

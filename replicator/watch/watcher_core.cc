@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "replicator/watch/paths.h"
 #include "replicator/watch/tree_walk.h"
 
 namespace sfs::repl::watch {
@@ -119,6 +120,11 @@ void WatcherCore::expect_own_change(std::string_view path) noexcept {
 }
 
 void WatcherCore::report(OutsideChange change) {
+    if (change.kind == OutsideChange::Kind::Deleted && change.is_dir && !unlisted_.empty()) {
+        for (auto it = unlisted_.lower_bound(change.path); it != unlisted_.end() && it->starts_with(change.path);) {
+            it = is_same_or_under(*it, change.path) ? unlisted_.erase(it) : std::next(it);
+        }
+    }
     if (excluded(change.path) && (change.kind != OutsideChange::Kind::Renamed || excluded(change.path2))) {
         return;
     }
@@ -195,8 +201,23 @@ void WatcherCore::report_overflow(const std::string& path, const std::string& re
 
 void WatcherCore::report_move(const std::optional<std::string>& from, const std::optional<std::string>& to,
                               bool is_dir) {
+    // Directories reported as new but not listed yet, now under `from`, are listed at `to`.
+    std::vector<std::string> relist;
+    if (from && is_dir && !unlisted_.empty()) {
+        for (auto it = unlisted_.lower_bound(*from); it != unlisted_.end() && it->starts_with(*from);) {
+            if (!is_same_or_under(*it, *from)) {
+                ++it;
+                continue;
+            }
+            if (to) relist.push_back(*to + it->substr(from->size()));
+            it = unlisted_.erase(it);
+        }
+    }
     if (from && to) {
         report(OutsideChange{OutsideChange::Kind::Renamed, *from, *to, is_dir});
+        for (const auto& dir : relist) {
+            if (!excluded(dir)) report_contents(dir);
+        }
     } else if (from) {
         report(OutsideChange{OutsideChange::Kind::Deleted, *from, {}, is_dir});
     } else if (to) {
@@ -221,7 +242,15 @@ void WatcherCore::report_contents(const std::string& path) {
         record_error(rel + ": cannot list: " + std::strerror(err));
         report_overflow(rel, "cannot list a new directory");
     };
-    walk_tree(root_fd(), path, cb);
+    if (walk_tree(root_fd(), path, cb)) return;
+    // Bounded: a flood of vanished directories ends in one reconcile of everything.
+    constexpr std::size_t kMaxUnlisted = 4096;
+    if (unlisted_.size() >= kMaxUnlisted) {
+        unlisted_.clear();
+        report_overflow("", "too many new directories vanished before they could be listed");
+        return;
+    }
+    unlisted_.insert(path);
 }
 
 void WatcherCore::record_error(const std::string& message) {

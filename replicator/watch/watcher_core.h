@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <deque>
+#include <set>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -59,7 +60,9 @@ protected:
     // (report_contents) since their entries produce no events of their own.
     void report_move(const std::optional<std::string>& from, const std::optional<std::string>& to,
                      bool is_dir);
-    // Reports every entry below directory `path` as Created/DirCreated.
+    // Reports every entry below directory `path` as Created/DirCreated. If `path` is gone
+    // already (moved on before it could be listed), it is remembered: when its later
+    // rename is reported the new name is listed instead; its removal forgets it.
     void report_contents(const std::string& path);
     void record_error(const std::string& message);
     void end_batch() noexcept { last_reported_.reset(); }
@@ -94,6 +97,7 @@ private:
     std::mutex stop_mutex_;
     std::optional<OutsideChange> last_reported_;  // watcher thread only
     std::deque<Delayed> delayed_;                 // watcher thread only; echo-hint mode
+    std::set<std::string> unlisted_;              // watcher thread only; see report_contents
 
     std::atomic<std::uint64_t> reported_{0};
     std::atomic<std::uint64_t> overflows_{0};

@@ -152,6 +152,34 @@ TEST_P(WatchBackend, MoveOutOfSourceIsDeleted) {
     EXPECT_FALSE(sink.seen("tree/f")) << sink.dump();
 }
 
+// The watcher is held (slow sink) while directories appear and move on at once, so when it
+// gets to them they are no longer where their first event says: their contents must still
+// be reported, under the final names, and watched from then on.
+TEST_P(WatchBackend, DirectoriesThatMovedOnBeforeTheWatcherSawThemAreStillListed) {
+    // Made before the watcher starts: no event will ever name these files.
+    ASSERT_EQ(::mkdir((outside / "tree").c_str(), 0755), 0);
+    ASSERT_EQ(::mkdir((outside / "tree/sub").c_str(), 0755), 0);
+    write_file(outside / "tree/f1");
+    write_file(outside / "tree/sub/f2");
+    start();
+    sink.hold_next();
+    write_file(src / "trigger");
+    ASSERT_TRUE(sink.wait_held());
+    ASSERT_EQ(::rename((outside / "tree").c_str(), (src / "x").c_str()), 0);
+    ASSERT_EQ(::rename((src / "x").c_str(), (src / "y").c_str()), 0);
+    ASSERT_EQ(::mkdir((src / "a").c_str(), 0755), 0);
+    write_file(src / "a/g");
+    ASSERT_EQ(::rename((src / "a").c_str(), (src / "b").c_str()), 0);
+    sink.release();
+    EXPECT_TRUE(sink.wait_for(Kind::Created, "y/f1")) << sink.dump();
+    EXPECT_TRUE(sink.wait_for(Kind::Created, "y/sub/f2")) << sink.dump();
+    EXPECT_TRUE(sink.wait_for(Kind::Created, "b/g")) << sink.dump();
+    append_file(src / "y/sub/f2", "more");
+    EXPECT_TRUE(sink.wait_for(Kind::Modified, "y/sub/f2")) << sink.dump();
+    append_file(src / "b/g", "more");
+    EXPECT_TRUE(sink.wait_for(Kind::Modified, "b/g")) << sink.dump();
+}
+
 TEST_P(WatchBackend, NewTreeCreatedAndFilledAtOnceIsFullyReported) {
     start();
     // From a child process, as fast as possible: mkdir -p a/b/c and write a file at each
