@@ -72,10 +72,12 @@ struct EventInfo {
     FidInfo child;      // FID of the object itself
 };
 
-// Parses the info records after `meta`; false when they are malformed.
-bool parse_info(const fanotify_event_metadata* meta, EventInfo& out) {
-    const char* p = reinterpret_cast<const char*>(meta) + meta->metadata_len;
-    const char* end = reinterpret_cast<const char*>(meta) + meta->event_len;
+// Parses the info records of the event at `raw` (whose metadata is `meta`); false when they
+// are malformed.
+bool parse_info(const fanotify_event_metadata* meta, const char* raw, EventInfo& out) {
+    if (meta->metadata_len < sizeof(fanotify_event_metadata) || meta->metadata_len > meta->event_len) return false;
+    const char* p = raw + meta->metadata_len;
+    const char* end = raw + meta->event_len;
     while (p + sizeof(fanotify_event_info_header) <= end) {
         auto* hdr = reinterpret_cast<const fanotify_event_info_header*>(p);
         if (hdr->len < sizeof(fanotify_event_info_header) || p + hdr->len > end) return false;
@@ -182,15 +184,24 @@ private:
                 report_overflow("", "cannot read the fanotify queue");
                 return;
             }
-            auto* meta = reinterpret_cast<const fanotify_event_metadata*>(buffer_.data());
-            ssize_t len = n;
-            for (; FAN_EVENT_OK(meta, len); meta = FAN_EVENT_NEXT(meta, len)) {
-                handle_event(meta);
+            // Events are only 4-byte aligned (names make them any length), so each one's
+            // metadata is copied out before use rather than read in place.
+            const std::size_t len = static_cast<std::size_t>(n);
+            for (std::size_t off = 0; off + sizeof(fanotify_event_metadata) <= len;) {
+                fanotify_event_metadata meta;
+                std::memcpy(&meta, buffer_.data() + off, sizeof meta);
+                if (meta.event_len < sizeof meta || off + meta.event_len > len) {
+                    record_error("malformed fanotify event length");
+                    report_overflow("", "malformed fanotify event");
+                    break;
+                }
+                handle_event(&meta, buffer_.data() + off);
+                off += meta.event_len;
             }
         }
     }
 
-    void handle_event(const fanotify_event_metadata* meta) {
+    void handle_event(const fanotify_event_metadata* meta, const char* raw) {
         ++events_seen_;
         if (meta->fd >= 0) ::close(meta->fd);  // not expected in FID mode; never leak it
         if (meta->vers != FANOTIFY_METADATA_VERSION) {
@@ -207,7 +218,7 @@ private:
         }
         const bool is_dir = (meta->mask & FAN_ONDIR) != 0;
         EventInfo info;
-        const bool parsed = parse_info(meta, info);
+        const bool parsed = parse_info(meta, raw, info);
         // Before the pid filter: syncfs's own directory renames move cached paths too.
         if (is_dir && (meta->mask & (FAN_RENAME | FAN_MOVED_FROM | FAN_MOVED_TO | FAN_DELETE))) {
             after_directory_change(parsed ? &info : nullptr);
