@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <thread>
 
 #include "tests/replicator/watch_test_util.h"
 
@@ -326,6 +327,41 @@ INSTANTIATE_TEST_SUITE_P(Backends, WatchBackend,
                                            BackendCase{"fanotify", Backend::Fanotify, false},
                                            BackendCase{"fanotify_paired_moves", Backend::Fanotify, true}),
                          [](const auto& info) { return std::string(info.param.name); });
+
+}  // namespace
+}  // namespace sfs::repl::watch::test
+
+namespace sfs::repl::watch::test {
+namespace {
+
+TEST(WatchStart, FailsNamingSourceWhenItIsNotADirectory) {
+    TempDir dir;
+    write_file(dir / "file");
+    UniqueFd fd(::open((dir / "file").c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(fd.valid());
+    RecordingSink sink;
+    for (Backend b : {Backend::Auto, Backend::Inotify, Backend::Fanotify}) {
+        WatchOptions options;
+        options.backend = b;
+        auto w = Watcher::start(fd.get(), dir / "file", options, sink);
+        ASSERT_FALSE(w.has_value());
+        EXPECT_NE(w.error().message.find(dir / "file"), std::string::npos) << w.error().message;
+    }
+}
+
+TEST(WatchStart, StopIsIdempotentAndEndsSinkCalls) {
+    TempDir src;
+    RecordingSink sink;
+    UniqueFd fd = open_dir(src.path());
+    auto w = Watcher::start(fd.get(), src.path(), WatchOptions{}, sink);
+    ASSERT_TRUE(w.has_value()) << w.error().message;
+    (*w)->stop();
+    (*w)->stop();
+    write_file(src / "after-stop");
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    EXPECT_FALSE(sink.seen("after-stop"));
+    EXPECT_FALSE((*w)->status().running);
+}
 
 }  // namespace
 }  // namespace sfs::repl::watch::test
