@@ -1,7 +1,9 @@
 // Never silently miss a change: a kernel queue overflow (50k creates against the default
 // 16384-event queue while the consumer is slow), a watch limit and errors each come out as
 // an Overflow of the affected subtree, are counted in status and leave the watcher working.
+#include <sched.h>
 #include <sys/mount.h>
+#include <sys/wait.h>
 #include <cstring>
 #include <thread>
 #include <sys/stat.h>
@@ -146,6 +148,50 @@ TEST(WatchLimit, UnwatchedSubtreesAreRetriedAndReconciledPeriodically) {
     write_file(src / (unwatched + "/now-seen"));
     EXPECT_TRUE(sink.wait_for(Kind::Created, unwatched + "/now-seen")) << sink.dump();
     watcher->stop();
+}
+
+// The kernel's own limit: in a child process with a user namespace of its own whose
+// max_inotify_watches is 3 (a per-namespace limit, so nothing else on the host is affected),
+// inotify_add_watch fails with ENOSPC like it does at fs.inotify.max_user_watches.
+TEST(WatchLimit, KernelEnospcIsReportedAsOverflowOfTheSubtree) {
+    TempDir src;
+    for (const char* d : {"a", "b", "c", "d"}) ASSERT_EQ(::mkdir((src / d).c_str(), 0755), 0);
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        // Exit codes: 10+ setup impossible (skip), 1-9 assertion failed, 0 ok.
+        if (::unshare(CLONE_NEWUSER) != 0) ::_exit(10);
+        auto put = [](const char* file, const char* text) {
+            int fd = ::open(file, O_WRONLY | O_CLOEXEC);
+            bool ok = fd >= 0 && ::write(fd, text, std::strlen(text)) == static_cast<ssize_t>(std::strlen(text));
+            if (fd >= 0) ::close(fd);
+            return ok;
+        };
+        if (!put("/proc/self/uid_map", "0 0 1") || !put("/proc/sys/user/max_inotify_watches", "3")) ::_exit(11);
+        RecordingSink sink;
+        WatchOptions options;
+        options.backend = Backend::Inotify;
+        UniqueFd fd = open_dir(src.path());
+        auto w = Watcher::start(fd.get(), src.path(), options, sink);
+        if (!w) ::_exit(1);
+        int overflows = 0;
+        for (int i = 0; i < 200 && overflows < 2; ++i) {
+            std::this_thread::sleep_for(10ms);
+            overflows = 0;
+            for (const auto& c : sink.changes()) overflows += c.kind == Kind::Overflow && !c.path.empty();
+        }
+        auto st = (*w)->status();
+        (*w)->stop();
+        if (overflows != 2) ::_exit(2);
+        if (st.watched_dirs != 3) ::_exit(3);
+        if (st.last_error.find("max_user_watches") == std::string::npos) ::_exit(4);
+        ::_exit(0);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status)) << status;
+    if (WEXITSTATUS(status) >= 10) GTEST_SKIP() << "no user namespace with its own inotify limit here";
+    EXPECT_EQ(WEXITSTATUS(status), 0) << "1: start failed, 2: not two subtree overflows, 3: watch count, 4: error text";
 }
 
 // A filesystem that cannot resolve file handles (ramfs) must not get a fanotify watcher
