@@ -80,7 +80,8 @@ public:
 
     virtual std::string mode() const = 0;
     virtual WatchStatus status() const = 0;
-    // Joins the reader thread. Idempotent.
+    // Delivers the changes still held (echo delay) and joins the reader thread. Idempotent.
+    // Never call it from the sink (the reader thread would join itself).
     virtual void stop() noexcept = 0;
 
     // True when the backend cannot attribute changes to a process (inotify): the FUSE layer
