@@ -35,6 +35,10 @@ struct SessionStats {
     std::uint64_t files_transferred = 0;
 };
 
+// The highest rsync protocol version the binary phase speaks; the daemon announces
+// min(this, its own) in its greeting and passes min(announced, client's) to the session.
+int max_protocol_version() noexcept;
+
 // Runs one rsync server session. `protocol` is the negotiated version (min of both
 // greetings). `args` is the client's argument list as received (e.g. "--server", "-logDtpre.iLsfxC",
 // ".", "web/"). On failure the error has already been sent to the client where possible.

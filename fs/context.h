@@ -1,0 +1,39 @@
+// The mount context: everything a FUSE handler needs, reached through fuse_req_userdata().
+// There are no globals in fs/; this struct is created by Session and outlives the loop.
+#pragma once
+
+#include <fuse_lowlevel.h>
+
+#include <mutex>
+
+#include "fs/change_record.h"
+#include "fs/inode_table.h"
+#include "fs/mount_options.h"
+
+namespace sfs::fs {
+
+// A sink that drops every record (used when the caller gives none).
+class NullSink final : public ChangeSink {
+public:
+    void on_change(const ChangeRecord&) noexcept override {}
+};
+
+struct FsContext {
+    FsContext(const MountOptions& o, UniqueFd root_fd, const struct stat& root_st, ChangeSink& s)
+        : options(o), table(std::move(root_fd), root_st, o.max_fds), sink(s) {}
+
+    MountOptions options;
+    InodeTable table;
+    ChangeSink& sink;
+    // Serialises "syscall + emit" of namespace ops so records follow SOURCE order.
+    std::mutex ns_mu;
+    // Negotiated at init.
+    bool writeback = false;
+    double timeout = 1.0;
+};
+
+inline FsContext& ctx_of(fuse_req_t req) noexcept {
+    return *static_cast<FsContext*>(fuse_req_userdata(req));
+}
+
+}  // namespace sfs::fs

@@ -1,0 +1,377 @@
+#include "fs/inode_table.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "common/syscalls.h"
+
+namespace sfs::fs {
+namespace {
+// fds kept free of the cache for /dev/fuse, stdio, logs, sockets of other parts.
+constexpr std::size_t kReserve = 48;
+constexpr std::size_t kMinCache = 16;
+}  // namespace
+
+PathFd::PathFd(PathFd&& o) noexcept
+    : table_(std::exchange(o.table_, nullptr)), inode_(std::exchange(o.inode_, nullptr)),
+      fd_(std::exchange(o.fd_, -1)) {}
+
+PathFd& PathFd::operator=(PathFd&& o) noexcept {
+    if (this != &o) {
+        if (table_) table_->unpin(inode_);
+        table_ = std::exchange(o.table_, nullptr);
+        inode_ = std::exchange(o.inode_, nullptr);
+        fd_ = std::exchange(o.fd_, -1);
+    }
+    return *this;
+}
+
+PathFd::~PathFd() {
+    if (table_) table_->unpin(inode_);
+}
+
+InodeTable::InodeTable(UniqueFd root_fd, const struct stat& root_st, std::uint32_t max_fds)
+    : max_fds_(max_fds) {
+    root_.id = SrcId{root_st.st_ino, root_st.st_dev};
+    root_.is_dir = true;
+    root_.nlookup = 1;
+    root_.named = true;
+    root_.fd = root_fd.release();
+    if (auto p = sys::fd_path(root_.fd)) source_prefix_ = *p;
+    auto h = sys::file_handle(root_.fd);
+    handles_supported_ = h.has_value();
+    if (!handles_supported_) {
+        spdlog::warn("{}: the filesystem has no file handles ({}); one fd per known inode is kept, "
+                     "max_fds cannot be enforced",
+                     source_prefix_, std::strerror(h.error()));
+    }
+}
+
+InodeTable::~InodeTable() {
+    for (auto& [id, inode] : inodes_) {
+        if (inode->fd >= 0) ::close(inode->fd);
+    }
+    if (root_.fd >= 0) ::close(root_.fd);
+}
+
+std::size_t InodeTable::capacity() const noexcept {
+    std::size_t used = kReserve + open_handles_.load(std::memory_order_relaxed);
+    return max_fds_ > used + kMinCache ? max_fds_ - used : kMinCache;
+}
+
+void InodeTable::lru_add_locked(Inode* inode) noexcept {
+    if (inode->in_lru || inode->handle.empty() || inode->opens > 0 || inode == &root_) return;
+    lru_.push_front(inode);
+    inode->lru_pos = lru_.begin();
+    inode->in_lru = true;
+}
+
+void InodeTable::lru_remove_locked(Inode* inode) noexcept {
+    if (!inode->in_lru) return;
+    lru_.erase(inode->lru_pos);
+    inode->in_lru = false;
+}
+
+void InodeTable::evict_locked(std::vector<int>& to_close) noexcept {
+    const std::size_t cap = capacity();
+    auto it = lru_.end();
+    while (cached_ > cap && it != lru_.begin()) {
+        --it;
+        Inode* victim = *it;
+        if (victim->pins > 0) continue;
+        it = lru_.erase(it);
+        victim->in_lru = false;
+        to_close.push_back(victim->fd);
+        victim->fd = -1;
+        --cached_;
+    }
+}
+
+SysResult<PathFd> InodeTable::path_fd(Inode& inode) noexcept {
+    {
+        std::lock_guard lock(fd_mu_);
+        if (inode.fd >= 0) {
+            ++inode.pins;
+            if (inode.in_lru && inode.lru_pos != lru_.begin()) {
+                lru_.splice(lru_.begin(), lru_, inode.lru_pos);
+            }
+            return PathFd(this, &inode, inode.fd);
+        }
+    }
+    if (inode.handle.empty()) return std::unexpected(ESTALE);
+    auto opened = sys::open_by_handle(root_.fd, inode.handle, O_PATH | O_NOFOLLOW);
+    if (!opened) return std::unexpected(opened.error());
+    std::vector<int> to_close;
+    int fd;
+    {
+        std::lock_guard lock(fd_mu_);
+        if (inode.fd < 0) {
+            inode.fd = opened->release();
+            ++cached_;
+            lru_add_locked(&inode);
+        }
+        ++inode.pins;
+        fd = inode.fd;
+        evict_locked(to_close);
+    }
+    for (int c : to_close) ::close(c);
+    return PathFd(this, &inode, fd);
+}
+
+void InodeTable::unpin(Inode* inode) noexcept {
+    std::vector<int> to_close;
+    {
+        std::lock_guard lock(fd_mu_);
+        --inode->pins;
+        if (cached_ > capacity()) evict_locked(to_close);
+    }
+    for (int c : to_close) ::close(c);
+}
+
+void InodeTable::set_name_locked(Inode* inode, Inode* parent, const std::string& name,
+                                 std::vector<Inode*>& dead) {
+    if (inode->parent != parent) {
+        Inode* old = inode->parent;
+        if (parent) ++parent->children;
+        inode->parent = parent;
+        if (old) {
+            --old->children;
+            release_locked(old, dead);  // the kernel may have forgotten it already
+        }
+    }
+    if (inode->name != name) inode->name = name;
+    inode->named = parent != nullptr;
+}
+
+SysResult<Inode*> InodeTable::remember(Inode* parent, const char* name, const struct stat& st,
+                                       UniqueFd fd, bool anonymous) noexcept {
+    const SrcId id{st.st_ino, st.st_dev};
+    std::string handle;
+    Inode* inode = nullptr;
+    std::vector<Inode*> dead;
+    try {
+        for (int attempt = 0; attempt < 2 && !inode; ++attempt) {
+            {
+                std::lock_guard lock(mu_);
+                auto it = inodes_.find(id);
+                if (it == inodes_.end() && id == root_.id) {
+                    inode = &root_;  // e.g. a bind mount of SOURCE inside itself
+                } else if (it != inodes_.end()) {
+                    inode = it->second.get();
+                } else if (attempt == 1) {
+                    auto fresh = std::make_unique<Inode>();
+                    fresh->id = id;
+                    fresh->is_dir = S_ISDIR(st.st_mode);
+                    fresh->handle = std::move(handle);
+                    inode = fresh.get();
+                    inodes_.emplace(id, std::move(fresh));
+                }
+                if (inode) {
+                    ++inode->nlookup;
+                    if (inode != &root_) {
+                        if (anonymous) {
+                            inode->anonymous = true;
+                        } else {
+                            set_name_locked(inode, parent, name, dead);
+                            inode->anonymous = false;
+                        }
+                    }
+                    break;
+                }
+            }
+            // Unknown node: take its handle outside the lock, then insert.
+            if (handles_supported_ && fd) {
+                auto h = sys::file_handle(fd.get());
+                if (h) handle = std::move(*h);
+            }
+        }
+    } catch (const std::bad_alloc&) {
+        reap(dead);
+        return std::unexpected(ENOMEM);
+    }
+    reap(dead);
+    if (fd) {
+        std::vector<int> to_close;
+        {
+            std::lock_guard lock(fd_mu_);
+            if (inode->fd < 0) {
+                inode->fd = fd.release();
+                ++cached_;
+                lru_add_locked(inode);
+                evict_locked(to_close);
+            }
+        }
+        for (int c : to_close) ::close(c);
+    }
+    return inode;
+}
+
+void InodeTable::release_locked(Inode* inode, std::vector<Inode*>& dead) noexcept {
+    while (inode && inode != &root_ && inode->nlookup == 0 && inode->children == 0) {
+        Inode* parent = inode->parent;
+        auto it = inodes_.find(inode->id);
+        if (it == inodes_.end() || it->second.get() != inode) break;
+        dead.push_back(it->second.release());
+        inodes_.erase(it);
+        if (!parent) break;
+        --parent->children;
+        inode = parent;
+    }
+}
+
+void InodeTable::forget(Inode* inode, std::uint64_t n) noexcept {
+    if (inode == &root_) return;
+    std::vector<Inode*> dead;
+    {
+        std::lock_guard lock(mu_);
+        inode->nlookup = inode->nlookup > n ? inode->nlookup - n : 0;
+        release_locked(inode, dead);
+    }
+    reap(dead);
+}
+
+void InodeTable::reap(std::vector<Inode*>& dead) noexcept {
+    if (dead.empty()) return;
+    std::vector<int> to_close;
+    {
+        std::lock_guard lock(fd_mu_);
+        for (Inode* d : dead) {
+            lru_remove_locked(d);
+            if (d->fd >= 0) {
+                to_close.push_back(d->fd);
+                --cached_;
+            }
+        }
+    }
+    for (int c : to_close) ::close(c);
+    for (Inode* d : dead) delete d;
+}
+
+void InodeTable::renamed(SrcId moved, Inode* new_parent, const std::string& new_name) noexcept {
+    std::vector<Inode*> dead;
+    {
+        std::lock_guard lock(mu_);
+        auto it = inodes_.find(moved);
+        if (it == inodes_.end()) return;
+        try {
+            set_name_locked(it->second.get(), new_parent, new_name, dead);
+        } catch (const std::bad_alloc&) {
+            it->second->named = false;
+        }
+    }
+    reap(dead);
+}
+
+void InodeTable::name_removed(SrcId id, Inode* parent, const std::string& name,
+                              std::uint64_t nlink_after) noexcept {
+    std::lock_guard lock(mu_);
+    auto it = inodes_.find(id);
+    if (it == inodes_.end()) return;
+    Inode* inode = it->second.get();
+    if (inode->parent == parent && inode->name == name) inode->named = false;
+    if (nlink_after == 0) inode->anonymous = true;
+}
+
+void InodeTable::linked(SrcId id, Inode* parent, const std::string& name) noexcept {
+    std::vector<Inode*> dead;
+    {
+        std::lock_guard lock(mu_);
+        auto it = inodes_.find(id);
+        if (it == inodes_.end()) return;
+        Inode* inode = it->second.get();
+        inode->anonymous = false;
+        if (!inode->named) {
+            try {
+                set_name_locked(inode, parent, name, dead);
+            } catch (const std::bad_alloc&) {
+            }
+        }
+    }
+    reap(dead);
+}
+
+bool InodeTable::is_anonymous(Inode& inode) noexcept {
+    std::lock_guard lock(mu_);
+    return inode.anonymous;
+}
+
+std::optional<std::string> InodeTable::path_locked(Inode& inode) {
+    std::vector<const std::string*> parts;
+    for (Inode* cur = &inode; cur != &root_; cur = cur->parent) {
+        if (!cur || !cur->named || !cur->parent) return std::nullopt;
+        parts.push_back(&cur->name);
+    }
+    std::string out;
+    for (auto it = parts.rbegin(); it != parts.rend(); ++it) {
+        if (!out.empty()) out.push_back('/');
+        out += **it;
+    }
+    return out;
+}
+
+std::optional<std::string> InodeTable::path_of(Inode& inode) {
+    {
+        std::lock_guard lock(mu_);
+        if (inode.anonymous) return std::nullopt;
+        if (auto p = path_locked(inode)) return p;
+    }
+    // Last known name gone (e.g. one of several hard links removed): ask the kernel.
+    auto fd = path_fd(inode);
+    if (!fd) return std::nullopt;
+    auto full = sys::fd_path(fd->get());
+    if (!full || full->ends_with(" (deleted)")) return std::nullopt;
+    std::string_view rest = *full;
+    if (!rest.starts_with(source_prefix_)) return std::nullopt;
+    rest.remove_prefix(source_prefix_.size());
+    if (!rest.empty() && rest.front() != '/' && source_prefix_ != "/") return std::nullopt;
+    while (!rest.empty() && rest.front() == '/') rest.remove_prefix(1);
+    return std::string(rest);
+}
+
+std::optional<std::string> InodeTable::child_path(Inode& parent, const char* name) {
+    auto p = path_of(parent);
+    if (!p) return std::nullopt;
+    if (!p->empty()) p->push_back('/');
+    p->append(name);
+    return p;
+}
+
+SysResult<void> InodeTable::begin_open(Inode& inode) noexcept {
+    if (open_handles_.fetch_add(1) + kReserve + kMinCache >= max_fds_) {
+        open_handles_.fetch_sub(1);
+        spdlog::warn("open refused: {} open files reach the fd budget max_fds={}", open_handles_.load(), max_fds_);
+        return std::unexpected(ENFILE);
+    }
+    std::vector<int> to_close;
+    {
+        std::lock_guard lock(fd_mu_);
+        ++inode.opens;
+        lru_remove_locked(&inode);
+        evict_locked(to_close);
+    }
+    for (int c : to_close) ::close(c);
+    return {};
+}
+
+void InodeTable::end_open(Inode& inode) noexcept {
+    open_handles_.fetch_sub(1);
+    std::lock_guard lock(fd_mu_);
+    if (--inode.opens == 0 && inode.fd >= 0) lru_add_locked(&inode);
+}
+
+std::size_t InodeTable::size() {
+    std::lock_guard lock(mu_);
+    return inodes_.size();
+}
+
+std::size_t InodeTable::cached_fds() {
+    std::lock_guard lock(fd_mu_);
+    return cached_;
+}
+
+}  // namespace sfs::fs

@@ -1,0 +1,172 @@
+// The inode table: what the kernel's FUSE node ids stand for on SOURCE.
+//
+// Design (after libfuse's example/passthrough_hp.cc, with a bounded fd budget):
+//  - A node on SOURCE is identified by (st_ino, st_dev). Each known node has one Inode; its
+//    address is the fuse_ino_t handed to the kernel (FUSE_ROOT_ID maps to the root Inode).
+//    `nlookup` counts the kernel's references (lookup/create/readdirplus add one, forget
+//    removes n); the Inode is freed when the kernel forgot it and no child names it.
+//  - An Inode does NOT own an fd. It stores the node's file handle (name_to_handle_at) and
+//    an O_PATH fd is opened from it on demand (open_by_handle_at) and kept in an LRU cache
+//    bounded by the fd budget. Operations pin the fd for their duration (PathFd); nodes
+//    with open files keep theirs pinned until the last release, so fstat on an open but
+//    unlinked file still works. If SOURCE's filesystem has no file handles the fd stays
+//    pinned for the Inode's lifetime (logged once at mount time: the cap cannot hold).
+//  - Path cache: each Inode remembers the parent Inode and name it was last seen under
+//    (lookup, create, rename through the mount). A node's path is the walk up to the root.
+//    A node whose last known name went away (unlink, replaced by rename) falls back to
+//    readlink(/proc/self/fd/N) of its O_PATH fd; an unlinked node (nlink 0) has no path.
+//
+// Lock order: FsContext::ns_mu (namespace ops) -> InodeTable::mu_ -> InodeTable::fd_mu_.
+// No lock is held across a FUSE reply or a ChangeSink call except ns_mu.
+#pragma once
+
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/result.h"
+#include "common/unique_fd.h"
+
+namespace sfs::fs {
+
+struct SrcId {
+    ino_t ino = 0;
+    dev_t dev = 0;
+    bool operator==(const SrcId&) const = default;
+};
+
+struct SrcIdHash {
+    std::size_t operator()(const SrcId& id) const noexcept {
+        return std::hash<std::uint64_t>()(id.ino) ^ (std::hash<std::uint64_t>()(id.dev) << 1);
+    }
+};
+
+struct Inode {
+    SrcId id;
+    bool is_dir = false;
+    std::string handle;  // struct file_handle bytes; empty: fd pinned for life
+
+    // Guarded by InodeTable::mu_.
+    std::uint64_t nlookup = 0;
+    std::uint32_t children = 0;  // Inodes whose `parent` is this one
+    Inode* parent = nullptr;
+    std::string name;
+    bool named = false;          // parent/name still a valid name of this node
+    bool anonymous = false;      // nlink reached 0 (unlinked, or O_TMPFILE not linked yet)
+
+    // Guarded by InodeTable::fd_mu_.
+    int fd = -1;
+    std::uint32_t pins = 0;      // PathFds in use
+    std::uint32_t opens = 0;     // open file/dir handles: fd stays while > 0
+    bool in_lru = false;
+    std::list<Inode*>::iterator lru_pos;
+};
+
+class InodeTable;
+
+// A pinned O_PATH fd of an Inode, valid until destroyed.
+class PathFd {
+public:
+    PathFd() = default;
+    PathFd(InodeTable* table, Inode* inode, int fd) : table_(table), inode_(inode), fd_(fd) {}
+    PathFd(PathFd&& o) noexcept;
+    PathFd& operator=(PathFd&& o) noexcept;
+    PathFd(const PathFd&) = delete;
+    PathFd& operator=(const PathFd&) = delete;
+    ~PathFd();
+    int get() const noexcept { return fd_; }
+
+private:
+    InodeTable* table_ = nullptr;
+    Inode* inode_ = nullptr;
+    int fd_ = -1;
+};
+
+class InodeTable {
+public:
+    // `root_fd`: O_PATH|O_DIRECTORY fd of SOURCE (kept for the mount's lifetime).
+    // `max_fds`: the fd budget (cached path fds + open handles stay below it).
+    InodeTable(UniqueFd root_fd, const struct stat& root_st, std::uint32_t max_fds);
+    ~InodeTable();
+
+    Inode& root() noexcept { return root_; }
+    int root_fd() const noexcept { return root_.fd; }
+    const std::string& source_prefix() const noexcept { return source_prefix_; }
+    bool handles_supported() const noexcept { return handles_supported_; }
+
+    Inode* get(fuse_ino_t ino) noexcept {
+        return ino == FUSE_ROOT_ID ? &root_ : reinterpret_cast<Inode*>(ino);
+    }
+    fuse_ino_t id_of(Inode* inode) noexcept {
+        return inode == &root_ ? FUSE_ROOT_ID : reinterpret_cast<fuse_ino_t>(inode);
+    }
+
+    // A pinned O_PATH fd for `inode` (from the cache, or reopened by handle).
+    SysResult<PathFd> path_fd(Inode& inode) noexcept;
+
+    // Records that the kernel now knows the node `st` as `parent`/`name` (one more lookup).
+    // `path_fd` is an O_PATH fd of that node; it is kept in the cache or closed.
+    SysResult<Inode*> remember(Inode* parent, const char* name, const struct stat& st,
+                               UniqueFd path_fd, bool anonymous = false) noexcept;
+
+    // The kernel dropped `n` references.
+    void forget(Inode* inode, std::uint64_t n) noexcept;
+
+    // Path bookkeeping after namespace ops through the mount (call under ns_mu).
+    void renamed(SrcId moved, Inode* new_parent, const std::string& new_name) noexcept;
+    void name_removed(SrcId id, Inode* parent, const std::string& name, std::uint64_t nlink_after) noexcept;
+    void linked(SrcId id, Inode* parent, const std::string& name) noexcept;
+
+    // The node's path relative to SOURCE ("" = root), or nullopt for an unlinked node.
+    std::optional<std::string> path_of(Inode& inode);
+    // parent's path + "/" + name.
+    std::optional<std::string> child_path(Inode& parent, const char* name);
+    bool is_anonymous(Inode& inode) noexcept;
+
+    // Open handle accounting: an open holds one fd of the budget and pins the node's path
+    // fd. begin_open() fails with ENFILE when the budget is exhausted.
+    SysResult<void> begin_open(Inode& inode) noexcept;
+    void end_open(Inode& inode) noexcept;
+
+    // Introspection for tests and the status command.
+    std::size_t size();
+    std::size_t cached_fds();
+    std::size_t open_handles() const noexcept { return open_handles_.load(); }
+
+private:
+    friend class PathFd;
+    void unpin(Inode* inode) noexcept;
+    std::optional<std::string> path_locked(Inode& inode);   // mu_ held
+    void release_locked(Inode* inode, std::vector<Inode*>& dead) noexcept;  // mu_ held
+    void set_name_locked(Inode* inode, Inode* parent, const std::string& name,
+                         std::vector<Inode*>& dead);  // mu_ held
+    void reap(std::vector<Inode*>& dead) noexcept;     // no lock held: closes fds, frees
+    void lru_add_locked(Inode* inode) noexcept;    // fd_mu_ held
+    void lru_remove_locked(Inode* inode) noexcept; // fd_mu_ held
+    void evict_locked(std::vector<int>& to_close) noexcept;  // fd_mu_ held
+    std::size_t capacity() const noexcept;
+
+    Inode root_;
+    std::string source_prefix_;
+    bool handles_supported_ = true;
+    const std::uint32_t max_fds_;
+
+    std::mutex mu_;
+    std::unordered_map<SrcId, std::unique_ptr<Inode>, SrcIdHash> inodes_;
+
+    std::mutex fd_mu_;
+    std::list<Inode*> lru_;   // front = most recent
+    std::size_t cached_ = 0;  // path fds held (in LRU or pinned)
+    std::atomic<std::size_t> open_handles_{0};
+};
+
+}  // namespace sfs::fs

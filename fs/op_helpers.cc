@@ -1,0 +1,76 @@
+#include "fs/op_helpers.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/syscalls.h"
+
+namespace sfs::fs {
+
+SysResult<fuse_entry_param> lookup_entry(FsContext& ctx, Inode& parent, int parent_fd,
+                                         const char* name) noexcept {
+    auto fd = sys::openat(parent_fd, name, O_PATH | O_NOFOLLOW);
+    if (!fd) return std::unexpected(fd.error());
+    auto st = sys::fstat(fd->get());
+    if (!st) return std::unexpected(st.error());
+    auto inode = ctx.table.remember(&parent, name, *st, std::move(*fd));
+    if (!inode) return std::unexpected(inode.error());
+    fuse_entry_param e{};
+    e.ino = ctx.table.id_of(*inode);
+    e.attr = *st;
+    e.attr_timeout = ctx.timeout;
+    e.entry_timeout = ctx.timeout;
+    return e;
+}
+
+SysResult<void> give_to_caller(fuse_req_t req, int parent_fd, int fd, struct stat& st) noexcept {
+    const fuse_ctx* caller = fuse_req_ctx(req);
+    if (caller->uid == st.st_uid && caller->gid == st.st_gid) return {};
+    gid_t gid = caller->gid;
+    auto parent = sys::fstat(parent_fd);
+    if (!parent) return std::unexpected(parent.error());
+    if (parent->st_mode & S_ISGID) gid = st.st_gid;
+    if (caller->uid == st.st_uid && gid == st.st_gid) return {};
+    if (auto r = sys::check(::fchownat(fd, "", caller->uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)); !r) {
+        return r;
+    }
+    // chown clears set-user/group-ID on non-directories; the caller asked for them.
+    if (!S_ISDIR(st.st_mode) && !S_ISLNK(st.st_mode) && (st.st_mode & (S_ISUID | S_ISGID))) {
+        sys::ProcFdPath p(fd);
+        if (auto r = sys::check(::chmod(p.c_str(), st.st_mode & 07777)); !r) return r;
+    }
+    st.st_uid = caller->uid;
+    st.st_gid = gid;
+    return {};
+}
+
+void set_node_attrs(ChangeRecord& rec, const struct stat& st) noexcept {
+    rec.ino = st.st_ino;
+    rec.mode = st.st_mode;
+    rec.uid = st.st_uid;
+    rec.gid = st.st_gid;
+    rec.rdev = st.st_rdev;
+    rec.size = static_cast<std::uint64_t>(st.st_size);
+    rec.atime = st.st_atim;
+    rec.mtime = st.st_mtim;
+    rec.nlink = st.st_nlink;
+}
+
+void emit_write(FsContext& ctx, Inode& inode, std::uint64_t offset, std::uint64_t length) noexcept {
+    try {
+        auto path = ctx.table.path_of(inode);
+        if (!path) return;
+        ChangeRecord rec;
+        rec.kind = ChangeKind::Write;
+        rec.ino = inode.id.ino;
+        rec.path = std::move(*path);
+        rec.offset = offset;
+        rec.length = length;
+        ctx.sink.on_change(rec);
+    } catch (const std::exception& e) {
+        spdlog::error("write record for inode {}: {}", inode.id.ino, e.what());
+    }
+}
+
+}  // namespace sfs::fs

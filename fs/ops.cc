@@ -1,0 +1,89 @@
+// init and the op table: nothing else lives here.
+#include "fs/ops.h"
+
+#include <spdlog/spdlog.h>
+
+#include "fs/context.h"
+
+namespace sfs::fs {
+namespace {
+
+void init(void* userdata, fuse_conn_info* conn) noexcept {
+    auto& ctx = *static_cast<FsContext*>(userdata);
+    auto want = [conn](unsigned cap) {
+        if (conn->capable & cap) conn->want |= cap;
+    };
+    want(FUSE_CAP_SPLICE_READ);
+    want(FUSE_CAP_SPLICE_WRITE);
+    want(FUSE_CAP_SPLICE_MOVE);
+    want(FUSE_CAP_PARALLEL_DIROPS);
+    want(FUSE_CAP_ASYNC_DIO);
+    want(FUSE_CAP_READDIRPLUS);
+    want(FUSE_CAP_READDIRPLUS_AUTO);
+    want(FUSE_CAP_CACHE_SYMLINKS);
+    ctx.timeout = ctx.options.timeout;
+    // The writeback cache assumes SOURCE changes only through the mount between attr
+    // refreshes; it is what makes small writes cheap.
+    if (ctx.options.writeback && ctx.timeout > 0 && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) {
+        conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+        ctx.writeback = true;
+    } else {
+        conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+        ctx.writeback = false;
+    }
+    // POSIX ACLs are enforced by the kernel only together with default_permissions.
+    if (ctx.options.default_permissions) want(FUSE_CAP_POSIX_ACL);
+    conn->max_write = 1024 * 1024;
+    conn->max_readahead = 1024 * 1024;
+    conn->time_gran = 1;
+    spdlog::debug("init: want=0x{:x} writeback={} timeout={}", conn->want, ctx.writeback, ctx.timeout);
+}
+
+fuse_lowlevel_ops make_ops() noexcept {
+    fuse_lowlevel_ops o{};
+    o.init = init;
+    o.lookup = ops::lookup;
+    o.forget = ops::forget;
+    o.forget_multi = ops::forget_multi;
+    o.getattr = ops::getattr;
+    o.setattr = ops::setattr;
+    o.readlink = ops::readlink;
+    o.mknod = ops::mknod;
+    o.mkdir = ops::mkdir;
+    o.symlink = ops::symlink;
+    o.link = ops::link;
+    o.unlink = ops::unlink;
+    o.rmdir = ops::rmdir;
+    o.rename = ops::rename;
+    o.open = ops::open;
+    o.create = ops::create;
+    o.read = ops::read;
+    o.write_buf = ops::write_buf;
+    o.flush = ops::flush;
+    o.release = ops::release;
+    o.fsync = ops::fsync;
+    o.opendir = ops::opendir;
+    o.readdir = ops::readdir;
+    o.readdirplus = ops::readdirplus;
+    o.releasedir = ops::releasedir;
+    o.fsyncdir = ops::fsyncdir;
+    o.statfs = ops::statfs;
+    o.setxattr = ops::setxattr;
+    o.getxattr = ops::getxattr;
+    o.listxattr = ops::listxattr;
+    o.removexattr = ops::removexattr;
+    o.access = ops::access;
+    o.fallocate = ops::fallocate;
+    o.copy_file_range = ops::copy_file_range;
+    o.lseek = ops::lseek;
+    return o;
+}
+
+}  // namespace
+
+const fuse_lowlevel_ops& lowlevel_ops() noexcept {
+    static const fuse_lowlevel_ops table = make_ops();
+    return table;
+}
+
+}  // namespace sfs::fs

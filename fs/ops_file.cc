@@ -1,0 +1,223 @@
+// File data ops. fi->fh is the backing fd (opened read-write when the kernel's writeback
+// cache may read pages of a write-only file; O_APPEND dropped because with writeback the
+// kernel sends absolute offsets). Data goes through fuse_buf_copy / fuse_reply_data so
+// libfuse can splice between /dev/fuse and the backing file.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "common/syscalls.h"
+#include "fs/op_helpers.h"
+#include "fs/ops.h"
+
+namespace sfs::fs::ops {
+namespace {
+
+int backing_flags(const FsContext& ctx, int flags) noexcept {
+    if (ctx.writeback) {
+        if ((flags & O_ACCMODE) == O_WRONLY) flags = (flags & ~O_ACCMODE) | O_RDWR;
+        flags &= ~O_APPEND;
+    }
+    if (ctx.options.noatime) flags |= O_NOATIME;
+    return flags & ~(O_NOFOLLOW | O_CREAT | O_EXCL);
+}
+
+void set_open_reply(const FsContext& ctx, fuse_file_info* fi, int fd) noexcept {
+    fi->fh = static_cast<uint64_t>(fd);
+    // Page cache survives open(): SOURCE changes behind our back are caught by the attr
+    // check (auto_inval_data) and by the watcher's invalidation.
+    fi->keep_cache = ctx.timeout > 0;
+}
+
+void emit_truncate(FsContext& ctx, Inode& node, int fd) {
+    auto st = sys::fstat(fd);
+    if (!st) return;
+    auto path = ctx.table.path_of(node);
+    if (!path) return;
+    ChangeRecord rec;
+    rec.kind = ChangeKind::Setattr;
+    set_node_attrs(rec, *st);
+    rec.attr_mask = kAttrSize | kAttrMtime;
+    rec.path = std::move(*path);
+    ctx.sink.on_change(rec);
+}
+
+}  // namespace
+
+void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
+    guarded(req, "open", [&] {
+        FsContext& ctx = ctx_of(req);
+        Inode& node = *ctx.table.get(ino);
+        auto pfd = ctx.table.path_fd(node);
+        if (!pfd) return (void)fuse_reply_err(req, pfd.error());
+        if (auto r = ctx.table.begin_open(node); !r) return (void)fuse_reply_err(req, r.error());
+        const int flags = backing_flags(ctx, fi->flags);
+        sys::ProcFdPath proc(pfd->get());
+        if (flags & O_TRUNC) {
+            std::lock_guard lock(ctx.ns_mu);
+            auto fd = sys::openat(AT_FDCWD, proc.c_str(), flags);
+            if (!fd) {
+                ctx.table.end_open(node);
+                return (void)fuse_reply_err(req, fd.error());
+            }
+            emit_truncate(ctx, node, fd->get());
+            set_open_reply(ctx, fi, fd->release());
+        } else {
+            auto fd = sys::openat(AT_FDCWD, proc.c_str(), flags);
+            if (!fd) {
+                ctx.table.end_open(node);
+                return (void)fuse_reply_err(req, fd.error());
+            }
+            set_open_reply(ctx, fi, fd->release());
+        }
+        if (fuse_reply_open(req, fi) != 0) {
+            ::close(static_cast<int>(fi->fh));  // request interrupted: no release will come
+            ctx.table.end_open(node);
+        }
+    });
+}
+
+void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) noexcept {
+    guarded(req, "create", [&] {
+        FsContext& ctx = ctx_of(req);
+        Inode& p = *ctx.table.get(parent);
+        auto pfd = ctx.table.path_fd(p);
+        if (!pfd) return (void)fuse_reply_err(req, pfd.error());
+        const int flags = backing_flags(ctx, fi->flags);
+        std::lock_guard lock(ctx.ns_mu);
+        bool created = true;
+        auto fd = sys::openat(pfd->get(), name, flags | O_CREAT | O_EXCL, mode);
+        if (!fd && fd.error() == EEXIST && !(fi->flags & O_EXCL)) {
+            // The kernel's negative entry was stale: open the existing file.
+            created = false;
+            fd = sys::openat(pfd->get(), name, flags, 0);
+        }
+        if (!fd) return (void)fuse_reply_err(req, fd.error());
+        auto st = sys::fstat(fd->get());
+        if (!st) return (void)fuse_reply_err(req, st.error());
+        if (created) {
+            if (auto r = give_to_caller(req, pfd->get(), fd->get(), *st); !r) {
+                spdlog::warn("{}: cannot give new file to uid {}: {}", name, fuse_req_ctx(req)->uid,
+                             std::strerror(r.error()));
+            }
+        }
+        auto path_fd = sys::openat(pfd->get(), name, O_PATH | O_NOFOLLOW);
+        auto inode = ctx.table.remember(&p, name, *st, path_fd ? std::move(*path_fd) : UniqueFd());
+        if (!inode) return (void)fuse_reply_err(req, inode.error());
+        if (created) {
+            ChangeRecord rec;
+            rec.kind = ChangeKind::Create;
+            set_node_attrs(rec, *st);
+            if (auto path = ctx.table.path_of(**inode)) rec.path = std::move(*path);
+            ctx.sink.on_change(rec);
+        } else if (flags & O_TRUNC) {
+            emit_truncate(ctx, **inode, fd->get());
+        }
+        fuse_entry_param e{};
+        e.ino = ctx.table.id_of(*inode);
+        e.attr = *st;
+        e.attr_timeout = ctx.timeout;
+        e.entry_timeout = ctx.timeout;
+        if (auto r = ctx.table.begin_open(**inode); !r) {
+            ctx.table.forget(*inode, 1);
+            return (void)fuse_reply_err(req, r.error());
+        }
+        set_open_reply(ctx, fi, fd->release());
+        if (fuse_reply_create(req, &e, fi) != 0) {
+            ::close(static_cast<int>(fi->fh));
+            ctx.table.end_open(**inode);
+        }
+    });
+}
+
+void read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) noexcept {
+    fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+    buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+    buf.buf[0].fd = static_cast<int>(fi->fh);
+    buf.buf[0].pos = off;
+    fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+void write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse_file_info* fi) noexcept {
+    FsContext& ctx = ctx_of(req);
+    fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
+    out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+    out.buf[0].fd = static_cast<int>(fi->fh);
+    out.buf[0].pos = off;
+    ssize_t res = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
+    if (res < 0) return (void)fuse_reply_err(req, static_cast<int>(-res));
+    if (res > 0) emit_write(ctx, *ctx.table.get(ino), static_cast<std::uint64_t>(off), static_cast<std::uint64_t>(res));
+    fuse_reply_write(req, static_cast<size_t>(res));
+}
+
+void flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
+    // close() of a dup reports the backing filesystem's deferred errors (like NFS) to the
+    // caller's close(), without closing the handle other dups still use.
+    int dup_fd = ::dup(static_cast<int>(fi->fh));
+    if (dup_fd < 0) return (void)fuse_reply_err(req, errno);
+    int rc = ::close(dup_fd);
+    fuse_reply_err(req, rc == -1 ? errno : 0);
+}
+
+void release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
+    FsContext& ctx = ctx_of(req);
+    ::close(static_cast<int>(fi->fh));
+    ctx.table.end_open(*ctx.table.get(ino));
+    fuse_reply_err(req, 0);
+}
+
+void fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) noexcept {
+    guarded(req, "fsync", [&] {
+        FsContext& ctx = ctx_of(req);
+        int fd = static_cast<int>(fi->fh);
+        if (auto r = sys::check(datasync ? ::fdatasync(fd) : ::fsync(fd)); !r) return (void)fuse_reply_err(req, r.error());
+        if (ctx.options.sync) {
+            Inode& node = *ctx.table.get(ino);
+            auto path = ctx.table.path_of(node);
+            int err = ctx.sink.wait_durable(node.id.ino, path.value_or(std::string()));
+            return (void)fuse_reply_err(req, err);
+        }
+        fuse_reply_err(req, 0);
+    });
+}
+
+void fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, fuse_file_info* fi) noexcept {
+    FsContext& ctx = ctx_of(req);
+    int fd = static_cast<int>(fi->fh);
+    if (::fallocate(fd, mode, offset, length) == -1) return (void)fuse_reply_err(req, errno);
+    // Preallocation beyond EOF without a size change changes no byte a reader sees.
+    if (mode != FALLOC_FL_KEEP_SIZE) {
+        std::uint64_t len = static_cast<std::uint64_t>(length);
+        if (mode & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE)) {
+            // Everything from offset to the (old or new) end of file moved.
+            struct stat st;
+            if (::fstat(fd, &st) == 0) len = static_cast<std::uint64_t>(st.st_size - offset) + len;
+        }
+        emit_write(ctx, *ctx.table.get(ino), static_cast<std::uint64_t>(offset), len);
+    }
+    fuse_reply_err(req, 0);
+}
+
+void copy_file_range(fuse_req_t req, fuse_ino_t, off_t off_in, fuse_file_info* fi_in, fuse_ino_t ino_out,
+                     off_t off_out, fuse_file_info* fi_out, size_t len, int flags) noexcept {
+    FsContext& ctx = ctx_of(req);
+    loff_t in = off_in;
+    loff_t out = off_out;
+    ssize_t res = ::copy_file_range(static_cast<int>(fi_in->fh), &in, static_cast<int>(fi_out->fh), &out, len,
+                                    static_cast<unsigned>(flags));
+    if (res < 0) return (void)fuse_reply_err(req, errno);
+    if (res > 0) {
+        emit_write(ctx, *ctx.table.get(ino_out), static_cast<std::uint64_t>(off_out), static_cast<std::uint64_t>(res));
+    }
+    fuse_reply_write(req, static_cast<size_t>(res));
+}
+
+void lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, fuse_file_info* fi) noexcept {
+    off_t res = ::lseek(static_cast<int>(fi->fh), off, whence);
+    if (res == -1) return (void)fuse_reply_err(req, errno);
+    fuse_reply_lseek(req, res);
+}
+
+}  // namespace sfs::fs::ops

@@ -1,0 +1,111 @@
+#include "fs/session.h"
+
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "common/syscalls.h"
+#include "fs/context.h"
+#include "fs/ops.h"
+
+namespace sfs::fs {
+namespace {
+
+// libfuse option values use ',' as separator and '\' as escape.
+std::string escape_option(const std::string& value) {
+    std::string out;
+    for (char c : value) {
+        if (c == ',' || c == '\\') out.push_back('\\');
+        out.push_back(c);
+    }
+    return out;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Session>> Session::create(const MountOptions& options, ChangeSink* sink) {
+    std::unique_ptr<Session> s(new Session());
+    auto root = sys::openat(AT_FDCWD, options.source.c_str(), O_PATH | O_DIRECTORY);
+    if (!root) {
+        return fail(options.source + ": " + (root.error() == ENOTDIR ? "not a directory" : std::strerror(root.error())),
+                    root.error());
+    }
+    auto root_st = sys::fstat(root->get());
+    if (!root_st) return fail(options.source + ": " + std::strerror(root_st.error()), root_st.error());
+    auto mst = sys::fstatat(AT_FDCWD, options.mountpoint.c_str(), 0);
+    if (!mst) return fail(options.mountpoint + ": " + std::strerror(mst.error()), mst.error());
+    if (!S_ISDIR(mst->st_mode)) return fail(options.mountpoint + ": not a directory", ENOTDIR);
+
+    MountOptions opts = options;
+    // Without default_permissions the root daemon would let every user act as root.
+    if (opts.allow_other && !opts.default_permissions) {
+        opts.default_permissions = true;
+        opts.fuse_options.emplace_back("default_permissions");
+    }
+    std::string source_abs = sys::fd_path(root->get()).value_or(options.source);
+
+    if (!sink) {
+        s->null_sink_ = std::make_unique<NullSink>();
+        sink = s->null_sink_.get();
+    }
+    s->ctx_ = std::make_unique<FsContext>(opts, std::move(*root), *root_st, *sink);
+
+    std::string fuse_opts = "fsname=" + escape_option(source_abs) + ",subtype=syncfs";
+    for (const auto& o : opts.fuse_options) fuse_opts += "," + o;
+    std::vector<std::string> argv_store = {"syncfs", "-o", fuse_opts};
+    if (opts.debug) argv_store.emplace_back("-d");
+    std::vector<char*> argv;
+    for (auto& a : argv_store) argv.push_back(a.data());
+    fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+    const fuse_lowlevel_ops& ops = lowlevel_ops();
+    s->se_ = fuse_session_new(&args, &ops, sizeof(ops), s->ctx_.get());
+    if (!s->se_) return fail("cannot create the FUSE session (options: " + fuse_opts + ")");
+    s->mountpoint_ = options.mountpoint;
+    return s;
+}
+
+Session::~Session() {
+    unmount();
+    if (signals_ && se_) fuse_remove_signal_handlers(se_);
+    if (se_) fuse_session_destroy(se_);
+}
+
+Result<void> Session::mount() {
+    if (fuse_session_mount(se_, mountpoint_.c_str()) != 0) {
+        return fail(mountpoint_ + ": cannot mount (see the message above)");
+    }
+    mounted_ = true;
+    return {};
+}
+
+Result<void> Session::install_signal_handlers() {
+    if (fuse_set_signal_handlers(se_) != 0) return fail("cannot install signal handlers");
+    signals_ = true;
+    return {};
+}
+
+Result<void> Session::loop() {
+    fuse_loop_config* cfg = fuse_loop_cfg_create();
+    if (!cfg) return fail("out of memory");
+    fuse_loop_cfg_set_clone_fd(cfg, 1);
+    fuse_loop_cfg_set_max_threads(cfg, ctx_->options.max_threads);
+    fuse_loop_cfg_set_idle_threads(cfg, ctx_->options.max_threads);
+    int rc = fuse_session_loop_mt(se_, cfg);
+    fuse_loop_cfg_destroy(cfg);
+    if (rc < 0) return fail(std::string("FUSE loop failed: ") + std::strerror(-rc), -rc);
+    return {};
+}
+
+void Session::unmount() {
+    if (mounted_) {
+        fuse_session_unmount(se_);
+        mounted_ = false;
+    }
+}
+
+}  // namespace sfs::fs

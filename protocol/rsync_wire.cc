@@ -1,0 +1,208 @@
+#include "protocol/rsync_wire.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace sfs::protocol {
+
+namespace {
+constexpr std::size_t kFrameMax = 32 * 1024;   // data per MSG_DATA frame
+constexpr std::size_t kReadChunk = 64 * 1024;
+}  // namespace
+
+void put_u8(std::string& out, std::uint8_t v) { out.push_back(static_cast<char>(v)); }
+
+void put_i32(std::string& out, std::int32_t v) {
+    auto u = static_cast<std::uint32_t>(v);
+    for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((u >> (8 * i)) & 0xFF));
+}
+
+void put_longint(std::string& out, std::int64_t v) {
+    if (v >= 0 && v <= 0x7FFFFFFF) {
+        put_i32(out, static_cast<std::int32_t>(v));
+        return;
+    }
+    put_i32(out, -1);
+    auto u = static_cast<std::uint64_t>(v);
+    put_i32(out, static_cast<std::int32_t>(u & 0xFFFFFFFFu));
+    put_i32(out, static_cast<std::int32_t>(u >> 32));
+}
+
+Result<std::uint8_t> WireReader::read_u8() {
+    std::uint8_t b = 0;
+    if (auto r = read_exact(&b, 1); !r) return std::unexpected(r.error());
+    return b;
+}
+
+Result<std::int32_t> WireReader::read_i32() {
+    std::uint8_t b[4];
+    if (auto r = read_exact(b, 4); !r) return std::unexpected(r.error());
+    std::uint32_t u = b[0] | (b[1] << 8) | (b[2] << 16) | (static_cast<std::uint32_t>(b[3]) << 24);
+    return static_cast<std::int32_t>(u);
+}
+
+Result<std::int64_t> WireReader::read_longint() {
+    auto v = read_i32();
+    if (!v) return std::unexpected(v.error());
+    if (*v != -1) return static_cast<std::int64_t>(*v);
+    auto lo = read_i32();
+    if (!lo) return std::unexpected(lo.error());
+    auto hi = read_i32();
+    if (!hi) return std::unexpected(hi.error());
+    std::uint64_t u = static_cast<std::uint32_t>(*lo) |
+                      (static_cast<std::uint64_t>(static_cast<std::uint32_t>(*hi)) << 32);
+    return static_cast<std::int64_t>(u);
+}
+
+Result<std::string> WireReader::read_bytes(std::int64_t n, std::size_t max, std::string_view what) {
+    if (n < 0 || static_cast<std::uint64_t>(n) > max)
+        return fail("protocol error: " + std::string(what) + " length " + std::to_string(n) +
+                    " out of range (max " + std::to_string(max) + ")");
+    std::string s(static_cast<std::size_t>(n), '\0');
+    if (n > 0) {
+        if (auto r = read_exact(s.data(), s.size()); !r) return std::unexpected(r.error());
+    }
+    return s;
+}
+
+Result<void> SpanReader::read_exact(void* buf, std::size_t n) {
+    if (n > data_.size() - pos_) return fail("protocol error: truncated input");
+    std::memcpy(buf, data_.data() + pos_, n);
+    pos_ += n;
+    return {};
+}
+
+Result<void> FdReader::read_exact(void* buf, std::size_t n) {
+    auto* out = static_cast<char*>(buf);
+    while (n > 0) {
+        if (pos_ == buf_.size()) {
+            if (before_block_) before_block_();
+            buf_.resize(kReadChunk);
+            ssize_t r;
+            do {
+                r = ::read(fd_, buf_.data(), buf_.size());
+            } while (r < 0 && errno == EINTR);
+            if (r < 0) {
+                int e = errno;
+                buf_.clear();
+                pos_ = 0;
+                return fail("read from " + peer_ + ": " + std::strerror(e), e);
+            }
+            if (r == 0) {
+                buf_.clear();
+                pos_ = 0;
+                return fail("connection closed by " + peer_ + " (unexpected end of data)");
+            }
+            buf_.resize(static_cast<std::size_t>(r));
+            pos_ = 0;
+            total_ += static_cast<std::uint64_t>(r);
+        }
+        std::size_t take = std::min(n, buf_.size() - pos_);
+        std::memcpy(out, buf_.data() + pos_, take);
+        pos_ += take;
+        out += take;
+        n -= take;
+    }
+    return {};
+}
+
+Result<void> WireWriter::write_u8(std::uint8_t v) { return write(&v, 1); }
+
+Result<void> WireWriter::write_i32(std::int32_t v) {
+    std::string s;
+    put_i32(s, v);
+    return write(s);
+}
+
+Result<void> WireWriter::write_longint(std::int64_t v) {
+    std::string s;
+    put_longint(s, v);
+    return write(s);
+}
+
+Result<void> StringWriter::write(const void* buf, std::size_t n) {
+    data.append(static_cast<const char*>(buf), n);
+    return {};
+}
+
+Result<void> write_all(int fd, const void* buf, std::size_t n) {
+    auto* p = static_cast<const char*>(buf);
+    while (n > 0) {
+        // send() with MSG_NOSIGNAL: a vanished client must be an error, not SIGPIPE.
+        ssize_t r = ::send(fd, p, n, MSG_NOSIGNAL);
+        if (r < 0 && errno == ENOTSOCK) r = ::write(fd, p, n);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            int e = errno;
+            return fail(std::string("write to client: ") + std::strerror(e), e);
+        }
+        p += r;
+        n -= static_cast<std::size_t>(r);
+    }
+    return {};
+}
+
+Result<void> MuxWriter::raw_write_locked(const char* p, std::size_t n) {
+    if (broken_) return fail("write to client: connection already failed");
+    auto r = write_all(fd_, p, n);
+    if (!r) {
+        broken_ = true;
+        return r;
+    }
+    total_ += n;
+    return {};
+}
+
+Result<void> MuxWriter::frame_locked(MsgTag tag, const char* p, std::size_t n) {
+    std::string hdr;
+    put_i32(hdr, static_cast<std::int32_t>(
+                     (static_cast<std::uint32_t>(kMplexBase + static_cast<int>(tag)) << 24) |
+                     static_cast<std::uint32_t>(n)));
+    hdr.append(p, n);
+    return raw_write_locked(hdr.data(), hdr.size());
+}
+
+Result<void> MuxWriter::flush_locked() {
+    std::size_t off = 0;
+    while (off < pending_.size()) {
+        std::size_t n = std::min(kFrameMax, pending_.size() - off);
+        if (auto r = frame_locked(MsgTag::data, pending_.data() + off, n); !r) return r;
+        off += n;
+    }
+    pending_.clear();
+    return {};
+}
+
+Result<void> MuxWriter::write(const void* buf, std::size_t n) {
+    std::lock_guard lock(mu_);
+    pending_.append(static_cast<const char*>(buf), n);
+    if (pending_.size() >= kFrameMax) return flush_locked();
+    return {};
+}
+
+Result<void> MuxWriter::send_msg(MsgTag tag, std::string_view text) {
+    std::lock_guard lock(mu_);
+    if (auto r = flush_locked(); !r) return r;
+    std::size_t off = 0;
+    while (off < text.size()) {
+        std::size_t n = std::min(kFrameMax, text.size() - off);
+        if (auto r = frame_locked(tag, text.data() + off, n); !r) return r;
+        off += n;
+    }
+    return {};
+}
+
+Result<void> MuxWriter::flush() {
+    std::lock_guard lock(mu_);
+    return flush_locked();
+}
+
+std::uint64_t MuxWriter::bytes_written() const {
+    std::lock_guard lock(mu_);
+    return total_ + pending_.size();
+}
+
+}  // namespace sfs::protocol

@@ -1,0 +1,649 @@
+#include "replicator/mirror_replicator.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/unique_fd.h"
+#include "replicator/reconcile.h"
+
+namespace sfs::repl {
+namespace proto = protocol::native;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::string parent_of(const std::string& path) {
+    auto slash = path.rfind('/');
+    return slash == std::string::npos ? std::string() : path.substr(0, slash);
+}
+
+proto::Timestamp ts(const timespec& t) {
+    return proto::Timestamp{static_cast<std::int64_t>(t.tv_sec), static_cast<std::uint32_t>(t.tv_nsec)};
+}
+
+}  // namespace
+
+MirrorReplicator::MirrorReplicator(std::size_t index, MirrorOptions options, Journal& journal, ChangeTracker& tracker,
+                                   int source_dirfd, MirrorConnector connector, std::uint64_t cursor)
+    : index_(index),
+      options_(std::move(options)),
+      journal_(journal),
+      tracker_(tracker),
+      source_dirfd_(source_dirfd),
+      connector_(std::move(connector)) {
+    acked_ = cursor;
+    position_ = cursor;
+    status_.url = options_.url;
+    status_.state = "stopped";
+}
+
+MirrorReplicator::~MirrorReplicator() { stop(); }
+
+void MirrorReplicator::start(bool reconcile, bool checksum) {
+    {
+        std::lock_guard lock(mu_);
+        reconcile_wanted_ = reconcile;
+        reconcile_checksum_ = checksum;
+    }
+    thread_ = std::thread([this] { run(); });
+}
+
+void MirrorReplicator::stop() {
+    stop_ = true;
+    cv_.notify_all();
+    {
+        std::lock_guard lock(mu_);
+        if (conn_) conn_->shutdown();
+    }
+    if (thread_.joinable()) thread_.join();
+}
+
+std::uint64_t MirrorReplicator::now_unix_ms() const {
+    return static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count());
+}
+
+void MirrorReplicator::set_error(const std::string& message) {
+    spdlog::error("mirror {}: {}", options_.url, message);
+    std::lock_guard lock(mu_);
+    status_.last_error = message;
+    status_.last_error_unix_ms = static_cast<std::int64_t>(now_unix_ms());
+    ++status_.errors;
+}
+
+void MirrorReplicator::set_state(const char* state) {
+    std::lock_guard lock(mu_);
+    status_.state = state;
+}
+
+void MirrorReplicator::progress(const std::string& line) {
+    spdlog::info("mirror {}: {}", options_.url, line);
+    std::lock_guard lock(mu_);
+    status_.reconcile_progress = line;
+}
+
+void MirrorReplicator::run() {
+    auto backoff = options_.backoff_min;
+    while (!stop_) {
+        set_state("connecting");
+        auto conn = connector_(options_.url, options_.secrets_file, options_.stream_id);
+        if (!conn) {
+            set_error(conn.error().message);
+        } else {
+            {
+                std::lock_guard lock(mu_);
+                conn_ = conn->get();
+                connected_ = true;
+                reader_failed_ = false;
+                status_.connected = true;
+                cum_ack_ = std::max(cum_ack_, (*conn)->hello().applied_seq);
+            }
+            if (stop_) (*conn)->shutdown();
+            spdlog::info("mirror {}: connected (mirror has applied seq {})", options_.url, (*conn)->hello().applied_seq);
+            std::thread reader([this, c = conn->get()] { reader_loop(*c); });
+            auto r = session(**conn);
+            if (!r && !stop_) set_error(r.error().message);
+            (*conn)->shutdown();
+            reader.join();
+            {
+                std::lock_guard lock(mu_);
+                status_.bytes_sent += (*conn)->bytes_sent();
+                conn_ = nullptr;
+                connected_ = false;
+                status_.connected = false;
+                if (!stop_) ++status_.reconnects;
+                // Queries still waiting get no reply now.
+                for (auto& q : queries_) q->finished = true;
+                queries_.clear();
+                durable_barrier_id_ = 0;
+            }
+            cv_.notify_all();
+            conn->reset();
+            if (r) backoff = options_.backoff_min;  // a clean session end resets the backoff
+        }
+        if (stop_) break;
+        std::unique_lock lock(mu_);
+        cv_.wait_for(lock, backoff, [&] { return stop_.load(); });
+        backoff = std::min(options_.backoff_max, backoff * 2);
+    }
+    set_state("stopped");
+}
+
+void MirrorReplicator::reader_loop(MirrorConnection& conn) {
+    for (;;) {
+        auto msg = conn.receive();
+        std::unique_lock lock(mu_);
+        if (!msg) {
+            if (!stop_ && !reader_failed_) {
+                status_.last_error = msg.error().message;
+                status_.last_error_unix_ms = static_cast<std::int64_t>(now_unix_ms());
+            }
+            reader_failed_ = true;
+            lock.unlock();
+            cv_.notify_all();
+            return;
+        }
+        bool fatal = false;
+        std::visit(
+            [&](auto& m) {
+                using T = std::decay_t<decltype(m)>;
+                if constexpr (std::is_same_v<T, proto::Ack>) {
+                    if (m.flags & proto::kAckCumulative) {
+                        cum_ack_ = std::max(cum_ack_, m.seq);
+                        status_.last_ack_unix_ms = static_cast<std::int64_t>(now_unix_ms());
+                        while (!inflight_.empty() && inflight_.front().last_seq <= cum_ack_) {
+                            acked_ = std::max(acked_, inflight_.front().record);
+                            inflight_bytes_ -= inflight_.front().bytes;
+                            inflight_.pop_front();
+                        }
+                        if (settle_seq_ <= cum_ack_) settled_ = std::max(settled_, settle_position_);
+                    } else {
+                        ++op_errors_in_pass_;
+                        ++status_.errors;
+                        status_.last_error = m.message.empty() ? std::strerror(m.err) : m.message;
+                        status_.last_error_unix_ms = static_cast<std::int64_t>(now_unix_ms());
+                        // Compare content, not just size+mtime: the Setattr that follows a
+                        // failed WriteRange makes a wrong file look right to the quick check.
+                        reconcile_wanted_ = true;
+                        reconcile_checksum_ = true;
+                        spdlog::error("mirror {}: op {} failed: {}", options_.url, m.seq, status_.last_error);
+                    }
+                } else if constexpr (std::is_same_v<T, proto::ListChunk>) {
+                    if (!queries_.empty()) {
+                        auto& e = queries_.front()->entries;
+                        e.insert(e.end(), std::make_move_iterator(m.entries.begin()),
+                                 std::make_move_iterator(m.entries.end()));
+                    }
+                } else if constexpr (std::is_same_v<T, proto::SignatureChunk>) {
+                    if (!queries_.empty()) {
+                        auto& d = queries_.front()->data;
+                        d.insert(d.end(), m.data.begin(), m.data.end());
+                    }
+                } else if constexpr (std::is_same_v<T, proto::Done>) {
+                    if (m.id == durable_barrier_id_ && durable_barrier_id_ != 0) {
+                        if (m.err == 0) durable_ = std::max(durable_, durable_barrier_position_);
+                        durable_barrier_id_ = 0;
+                    }
+                    if (!queries_.empty() && queries_.front()->id == m.id) {
+                        queries_.front()->done = std::move(m);
+                        queries_.front()->finished = true;
+                        queries_.pop_front();
+                    }
+                } else if constexpr (std::is_same_v<T, proto::Fatal>) {
+                    status_.last_error = "mirror closed the session: " + m.message;
+                    status_.last_error_unix_ms = static_cast<std::int64_t>(now_unix_ms());
+                    ++status_.errors;
+                    fatal = true;
+                }
+            },
+            *msg);
+        if (fatal) reader_failed_ = true;
+        lock.unlock();
+        cv_.notify_all();
+        if (fatal) return;
+    }
+}
+
+std::uint64_t MirrorReplicator::next_seq() {
+    last_sent_seq_ = std::max(last_sent_seq_ + 1, position_ << kSubSeqBits);
+    return last_sent_seq_;
+}
+
+Result<void> MirrorReplicator::send(const proto::Message& message) {
+    {
+        std::lock_guard lock(mu_);
+        if (reader_failed_) return fail("connection to " + options_.url + " lost");
+    }
+    return conn_->send(message);
+}
+
+Result<void> MirrorReplicator::mutate(proto::Message message) {
+    const std::uint64_t seq = next_seq();
+    std::visit(
+        [&](auto& m) {
+            if constexpr (requires { m.seq; }) m.seq = seq;
+        },
+        message);
+    return send(message);
+}
+
+std::shared_ptr<MirrorReplicator::Query> MirrorReplicator::start_query() {
+    auto q = std::make_shared<Query>();
+    q->id = next_query_id_++;
+    std::lock_guard lock(mu_);
+    queries_.push_back(q);
+    return q;
+}
+
+Result<std::shared_ptr<MirrorReplicator::Query>> MirrorReplicator::finish_query(std::shared_ptr<Query> q) {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return q->finished || reader_failed_ || stop_; });
+    if (!q->finished || (reader_failed_ && q->done.id != q->id)) return fail("connection to " + options_.url + " lost");
+    return q;
+}
+
+Result<std::vector<proto::ListEntry>> MirrorReplicator::list(const std::string& path, std::uint32_t flags,
+                                                             std::string& incomplete) {
+    auto q = start_query();
+    if (auto r = send(proto::ListRequest{q->id, path, flags}); !r) return std::unexpected(r.error());
+    auto done = finish_query(q);
+    if (!done) return std::unexpected(done.error());
+    if ((*done)->done.err != 0) {
+        return fail(options_.url + ": listing '" + path + "' failed: " + (*done)->done.message, (*done)->done.err);
+    }
+    incomplete = (*done)->done.message;
+    return std::move((*done)->entries);
+}
+
+Result<std::vector<std::uint8_t>> MirrorReplicator::signature(const std::string& path) {
+    auto q = start_query();
+    if (auto r = send(proto::SignatureRequest{q->id, path, 0, 0}); !r) return std::unexpected(r.error());
+    auto done = finish_query(q);
+    if (!done) return std::unexpected(done.error());
+    if ((*done)->done.err != 0) {
+        return fail(options_.url + ": signature of '" + path + "' failed: " + (*done)->done.message, (*done)->done.err);
+    }
+    return std::move((*done)->data);
+}
+
+Result<void> MirrorReplicator::wait_window() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] {
+        return (inflight_.size() < options_.max_inflight_records && inflight_bytes_ < options_.max_inflight_bytes) ||
+               reader_failed_ || stop_;
+    });
+    if (reader_failed_) return fail("connection to " + options_.url + " lost");
+    return {};
+}
+
+void MirrorReplicator::mark_attr_dirty(const std::string& path, bool node_itself) {
+    if (node_itself) attr_dirty_.insert(path);
+    attr_dirty_.insert(parent_of(path));
+}
+
+Result<void> MirrorReplicator::send_record(const DecodedRecord& rec) {
+    using K = fs::ChangeKind;
+    const fs::ChangeRecord& r = rec.record;
+    {
+        std::lock_guard lock(mu_);
+        inflight_.push_back(InFlight{rec.seq, ~0ull, {}, 0});
+    }
+    Result<void> result;
+    const NodeKey key{r.ino, rec.epoch};
+    auto seq = [&] { return next_seq(); };
+    switch (r.kind) {
+        case K::Mkdir:
+            result = send(proto::Mkdir{seq(), r.path, static_cast<std::uint32_t>(r.mode & 07777), r.uid, r.gid});
+            mark_attr_dirty(r.path, true);
+            break;
+        case K::Create:
+            result = send(proto::Create{seq(), r.path, static_cast<std::uint32_t>(r.mode & 07777), r.uid, r.gid});
+            mark_attr_dirty(r.path, true);
+            break;
+        case K::Mknod:
+            if (S_ISREG(r.mode)) {
+                result = send(proto::Create{seq(), r.path, static_cast<std::uint32_t>(r.mode & 07777), r.uid, r.gid});
+            } else {
+                result = send(proto::Mknod{seq(), r.path, static_cast<std::uint32_t>(r.mode),
+                                           static_cast<std::uint64_t>(r.rdev), r.uid, r.gid});
+            }
+            mark_attr_dirty(r.path, true);
+            break;
+        case K::Symlink:
+            result = send(proto::Symlink{seq(), r.path, r.target, r.uid, r.gid});
+            mark_attr_dirty(r.path, true);
+            break;
+        case K::Link:
+            result = send(proto::Link{seq(), r.path, r.path2});
+            mark_attr_dirty(r.path, false);
+            break;
+        case K::Rename:
+            result = send(proto::Rename{seq(), r.path, r.path2, r.flags & proto::kRenameAll});
+            mark_attr_dirty(r.path, false);
+            mark_attr_dirty(r.path2, false);
+            break;
+        case K::Unlink:
+            result = send(proto::Unlink{seq(), r.path});
+            mark_attr_dirty(r.path, false);
+            if (r.nlink == 0) tracker_.drop(index_, key);
+            break;
+        case K::Rmdir:
+            result = send(proto::Rmdir{seq(), r.path});
+            mark_attr_dirty(r.path, false);
+            break;
+        case K::Setattr: {
+            proto::Setattr m{seq(), r.path, r.attr_mask & proto::kAttrAll, static_cast<std::uint32_t>(r.mode & 07777),
+                             r.uid, r.gid, r.size, ts(r.atime), ts(r.mtime)};
+            result = send(m);
+            if ((r.attr_mask & fs::kAttrSize) && !(r.attr_mask & fs::kAttrMtime)) attr_dirty_.insert(r.path);
+            break;
+        }
+        case K::Setxattr:
+            result = send(proto::Setxattr{seq(), r.path, r.xattr_name, r.xattr_value});
+            break;
+        case K::Removexattr:
+            result = send(proto::Removexattr{seq(), r.path, r.xattr_name});
+            break;
+        case K::Write:
+            result = send_write(rec, inflight_.back());
+            break;
+    }
+    // The record is complete once every seq up to the last one used is acked. A record that
+    // sent nothing completes with the ones before it.
+    std::lock_guard lock(mu_);
+    InFlight& f = inflight_.back();
+    f.last_seq = last_sent_seq_ >= (rec.seq << kSubSeqBits) ? last_sent_seq_ : 0;
+    inflight_bytes_ += f.bytes;
+    while (!inflight_.empty() && inflight_.front().last_seq <= cum_ack_) {
+        acked_ = std::max(acked_, inflight_.front().record);
+        inflight_bytes_ -= inflight_.front().bytes;
+        inflight_.pop_front();
+    }
+    return result;
+}
+
+Result<void> MirrorReplicator::send_write(const DecodedRecord& rec, InFlight& flight) {
+    const fs::ChangeRecord& r = rec.record;
+    const NodeKey key{r.ino, rec.epoch};
+    auto ranges = tracker_.take_ranges(index_, key, rec.seq, r.offset, r.length);
+    if (ranges.empty()) return {};
+    {
+        std::lock_guard lock(mu_);
+        // `flight` is inflight_.back(): only this thread pushes, the reader pops other entries.
+        flight.taken.push_back(InFlight::Taken{key, ranges, tracker_.taken_through(index_, key)});
+    }
+    std::optional<std::string> src = tracker_.source_path(key);
+    if (!src && !tracker_.knows(key.ino)) src = r.path;  // not seen live (older process): the record's path, ino checked
+    if (!src) return {};                       // deleted since: a later record removes it
+    UniqueFd fd(::openat(source_dirfd_, src->empty() ? "." : src->c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    struct stat st;
+    if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_ino != key.ino) {
+        spdlog::debug("mirror {}: '{}' (ino {}) is gone from SOURCE; its data is not sent", options_.url, *src, key.ino);
+        return {};
+    }
+    std::vector<std::uint8_t> buf;
+    const std::uint64_t size = static_cast<std::uint64_t>(st.st_size);
+    for (const ByteRange& range : ranges) {
+        std::uint64_t off = range.offset;
+        const std::uint64_t end = std::min(size, range.offset + range.length);
+        while (off < end) {
+            if (auto w = wait_window(); !w) return w;
+            const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(end - off, proto::kMaxChunk));
+            buf.resize(n);
+            ssize_t got = ::pread(fd.get(), buf.data(), n, static_cast<off_t>(off));
+            if (got <= 0) {
+                if (got < 0) spdlog::warn("mirror {}: reading '{}' from SOURCE: {}", options_.url, *src, std::strerror(errno));
+                break;  // shrunk meanwhile: a later Setattr/Write record covers it
+            }
+            buf.resize(static_cast<std::size_t>(got));
+            if (auto s = send(proto::WriteRange{next_seq(), r.path, off, buf}); !s) return s;
+            {
+                std::lock_guard lock(mu_);
+                flight.bytes += static_cast<std::uint64_t>(got);
+                inflight_bytes_ += static_cast<std::uint64_t>(got);
+            }
+            off += static_cast<std::uint64_t>(got);
+        }
+    }
+    // The mirror's in-place write moved its mtime; the source's size and mtime are the truth.
+    proto::Setattr fix{next_seq(), r.path, proto::kAttrSize | proto::kAttrMtime, 0, 0, 0, size, {}, ts(st.st_mtim)};
+    {
+        std::lock_guard lock(mu_);
+        inflight_bytes_ -= flight.bytes;  // counted again when the record completes
+    }
+    return send(fix);
+}
+
+Result<void> MirrorReplicator::flush_attrs() {
+    // Directory (and new node) mtimes, taken from SOURCE now that the mirror is caught up:
+    // creating, renaming and deleting entries moved them on both sides at different times.
+    for (const std::string& path : attr_dirty_) {
+        struct stat st;
+        if (::fstatat(source_dirfd_, path.empty() ? "." : path.c_str(), &st,
+                      AT_SYMLINK_NOFOLLOW | (path.empty() ? AT_EMPTY_PATH : 0)) != 0) {
+            continue;
+        }
+        if (auto r = mutate(proto::Setattr{0, path, proto::kAttrMtime, 0, 0, 0, 0, {}, ts(st.st_mtim)}); !r) return r;
+    }
+    attr_dirty_.clear();
+    return {};
+}
+
+Result<void> MirrorReplicator::session(MirrorConnection& conn) {
+    const std::uint64_t applied = conn.hello().applied_seq;
+    last_sent_seq_ = std::max(last_sent_seq_, applied);
+    // Where to resume: records below applied >> 24 are on the mirror; that record itself
+    // too unless it is a Write (resent whole: WriteRange is idempotent).
+    std::uint64_t start;
+    {
+        std::lock_guard lock(mu_);
+        start = acked_;
+    }
+    const std::uint64_t applied_record = applied >> kSubSeqBits;
+    if (applied_record > start) {
+        start = applied_record - 1;
+        Journal::Reader probe(journal_, applied_record - 1);
+        DecodedRecord rec;
+        auto got = probe.next(rec);
+        if (!got || !*got || rec.record.kind != fs::ChangeKind::Write) start = applied_record;
+        start = std::min(start, journal_.last_seq());
+    }
+    {
+        std::lock_guard lock(mu_);
+        // Ranges taken by records the mirror did not get go back to the tracker.
+        for (auto f = inflight_.rbegin(); f != inflight_.rend(); ++f) {  // latest first
+            if (f->record <= start) continue;
+            for (auto& t : f->taken) tracker_.restore_ranges(index_, t.key, t.ranges, f->record, t.through);
+        }
+        inflight_.clear();
+        inflight_bytes_ = 0;
+        acked_ = std::max(acked_, start);
+        start = acked_;
+        // No settle target until this session has caught up (a stale one would let
+        // `wait` return while the replay is still running).
+        settle_seq_ = ~0ull;
+        settle_position_ = settled_;
+    }
+    position_ = start;
+    set_state("replaying");
+    Journal::Reader reader(journal_, position_);
+    bool first_reconcile_pass = true;
+    int passes_in_a_row = 0;
+    while (!stop_) {
+        {
+            std::lock_guard lock(mu_);
+            if (reader_failed_) return fail("connection to " + options_.url + " lost");
+        }
+        const std::uint64_t ready = tracker_.ready_seq();
+        if (position_ < ready) {
+            DecodedRecord rec;
+            auto got = reader.next(rec);
+            if (!got) {
+                // Records this mirror never got were trimmed or are unreadable: only a full
+                // reconcile can bring it back.
+                set_error(got.error().message + "; reconciling the whole tree");
+                {
+                    std::lock_guard lock(mu_);
+                    reconcile_wanted_ = true;
+                    reconcile_checksum_ = true;
+                }
+                position_ = journal_.last_seq();
+                reader = Journal::Reader(journal_, position_);
+                continue;
+            }
+            if (!*got) {
+                journal_.wait_durable(position_ + 1, std::chrono::milliseconds(50));
+                continue;
+            }
+            if (auto w = wait_window(); !w) return w;
+            position_ = rec.seq;
+            if (auto s = send_record(rec); !s) return s;
+            if (rec.seq % 4096 == 0) tracker_.prune(index_, position_);
+            continue;
+        }
+        // Caught up with the journal.
+        if (!attr_dirty_.empty()) {
+            if (auto r = flush_attrs(); !r) return r;
+            tracker_.prune(index_, position_);
+        }
+        bool do_reconcile = false, checksum = false;
+        {
+            std::lock_guard lock(mu_);
+            settle_seq_ = last_sent_seq_;
+            settle_position_ = position_;
+            if (cum_ack_ >= settle_seq_) settled_ = std::max(settled_, position_);
+            if (reconcile_wanted_ && Clock::now() >= reconcile_not_before_) {
+                do_reconcile = true;
+                checksum = reconcile_checksum_;
+                status_.state = "reconciling";  // with reconcile_wanted_ cleared: wait() must not slip through
+                reconcile_wanted_ = false;
+                op_errors_in_pass_ = 0;
+            }
+            status_.reconcile_pending = reconcile_wanted_ || do_reconcile;
+        }
+        if (do_reconcile) {
+            const std::uint64_t journal_before = journal_.last_seq();
+            auto r = reconcile_tree(*this, source_dirfd_, options_.excludes, checksum);
+            if (!r) {
+                std::lock_guard lock(mu_);
+                reconcile_wanted_ = true;
+                if (reader_failed_) return fail("connection to " + options_.url + " lost during reconcile");
+            }
+            if (!r) set_error("reconcile: " + r.error().message);
+            // Wait for every op of the pass to be acknowledged, then judge it.
+            {
+                std::unique_lock lock(mu_);
+                const std::uint64_t target = last_sent_seq_;
+                cv_.wait(lock, [&] { return cum_ack_ >= target || reader_failed_ || stop_; });
+                if (reader_failed_) return fail("connection to " + options_.url + " lost during reconcile");
+                if (op_errors_in_pass_ > 0 || !r) {
+                    reconcile_wanted_ = true;
+                    ++reconcile_failures_;
+                    auto delay = std::chrono::seconds(1 << std::min(reconcile_failures_, 6));
+                    reconcile_not_before_ = Clock::now() + delay;
+                } else {
+                    reconcile_failures_ = 0;
+                    reconcile_checksum_ = false;
+                    // Changes that raced with the walk are replayed next; a second quick pass
+                    // repairs what a replay over a newer tree could get wrong.
+                    if (journal_.last_seq() != journal_before && passes_in_a_row < 2) {
+                        reconcile_wanted_ = true;
+                        ++passes_in_a_row;
+                    } else {
+                        passes_in_a_row = 0;
+                    }
+                }
+            }
+            (void)first_reconcile_pass;
+            first_reconcile_pass = false;
+            set_state("streaming");
+            continue;
+        }
+        set_state("streaming");
+        // -o sync: a durable barrier covering everything processed so far.
+        {
+            std::unique_lock lock(mu_);
+            if (durable_wanted_ > durable_ && durable_barrier_id_ == 0) {
+                durable_barrier_id_ = next_query_id_++;
+                durable_barrier_position_ = position_;
+                auto q = std::make_shared<Query>();
+                q->id = durable_barrier_id_;
+                queries_.push_back(q);
+                lock.unlock();
+                if (auto s = send(proto::Barrier{q->id, true}); !s) return s;
+                continue;
+            }
+        }
+        journal_.wait_durable(position_ + 1, std::chrono::milliseconds(50));
+    }
+    return {};
+}
+
+MirrorStatus MirrorReplicator::status() const {
+    std::lock_guard lock(mu_);
+    MirrorStatus s = status_;
+    s.connected = connected_;
+    s.acked_seq = acked_;
+    s.journal_seq = journal_.last_seq();
+    s.backlog_ops = s.journal_seq > acked_ ? s.journal_seq - acked_ : 0;
+    s.backlog_bytes = tracker_.pending_bytes(index_) + inflight_bytes_;
+    s.reconcile_pending = status_.reconcile_pending || reconcile_wanted_;
+    if (conn_) s.bytes_sent += conn_->bytes_sent();
+    auto& self = const_cast<MirrorReplicator&>(*this);
+    if (s.backlog_ops == 0) {
+        self.behind_ = false;
+    } else if (!behind_) {
+        self.behind_ = true;
+        self.behind_since_ = Clock::now();
+    }
+    s.lag_ms = behind_ ? static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                        Clock::now() - behind_since_)
+                                                        .count())
+                       : 0;
+    return s;
+}
+
+std::uint64_t MirrorReplicator::acked_seq() const {
+    std::lock_guard lock(mu_);
+    return acked_;
+}
+
+bool MirrorReplicator::wait_settled(std::uint64_t seq, Clock::time_point deadline) {
+    std::unique_lock lock(mu_);
+    for (;;) {
+        if (settled_ >= seq && !reconcile_wanted_ && status_.state != "reconciling") return true;
+        if (cv_.wait_until(lock, std::min(deadline, Clock::now() + std::chrono::milliseconds(50))) ==
+                std::cv_status::timeout &&
+            Clock::now() >= deadline) {
+            return settled_ >= seq && !reconcile_wanted_ && status_.state != "reconciling";
+        }
+    }
+}
+
+int MirrorReplicator::wait_durable(std::uint64_t seq, Clock::time_point deadline) {
+    std::unique_lock lock(mu_);
+    durable_wanted_ = std::max(durable_wanted_, seq);
+    while (durable_ < seq) {
+        if (stop_) return EIO;
+        if (cv_.wait_until(lock, deadline) == std::cv_status::timeout && durable_ < seq) return ETIMEDOUT;
+    }
+    return 0;
+}
+
+void MirrorReplicator::request_resync(bool checksum) {
+    std::lock_guard lock(mu_);
+    reconcile_wanted_ = true;
+    reconcile_checksum_ = reconcile_checksum_ || checksum;
+    reconcile_not_before_ = {};
+    status_.reconcile_pending = true;
+}
+
+void MirrorReplicator::on_disconnect() {}
+
+}  // namespace sfs::repl

@@ -1,0 +1,203 @@
+// MirrorReplicator: one mirror's sender. Reads the journal from that mirror's cursor and
+// streams it to syncfsd over one connection, pipelined, acknowledged by seq.
+//
+// Design note (docs/replication.md has the operator's view)
+//  - Threads: one run thread per mirror (connect, reconcile, send); per connection one
+//    reader thread (acks, query replies). FUSE threads never touch this class except
+//    through status/wait calls from the control socket or -o sync.
+//  - Protocol seqs: a mutation made for journal record J gets seq >= J << 24, each strictly
+//    greater than the last one sent on this stream, so the server's "highest applied seq"
+//    (HelloReply::applied_seq) tells exactly which journal records reached the mirror:
+//    every record < applied >> 24 did, and record applied >> 24 did unless it was a Write,
+//    which is resent whole (WriteRange is idempotent). Ops that are not journal records
+//    (directory mtimes after catching up, reconcile) take seqs at the current position.
+//  - In flight: a deque of (record, last seq used, ranges taken). A cumulative Ack pops
+//    records; the mirror's acked seq is what the cursor file stores and what trimming and
+//    `syncfsctl wait` use. On a disconnect the taken ranges go back to the tracker.
+//  - Failed ops (an Ack with an errno: ENOSPC, EACCES, ...) are recorded for status and
+//    schedule a reconcile of the whole tree with backoff: that is what brings the mirror back
+//    to SOURCE after the cause is fixed.
+// Lock order: MirrorReplicator::mu_ before ChangeTracker::mu_ before Journal::mu_.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "protocol/native/messages.h"
+#include "replicator/change_tracker.h"
+#include "replicator/journal.h"
+#include "replicator/mirror_connection.h"
+
+namespace sfs::repl {
+
+inline constexpr int kSubSeqBits = 24;
+
+struct MirrorOptions {
+    std::string url;
+    std::string secrets_file;
+    std::string state_dir;
+    std::string stream_id;
+    std::vector<std::string> excludes;
+    std::chrono::milliseconds backoff_min{100};
+    std::chrono::milliseconds backoff_max{10000};
+    std::size_t max_inflight_records = 16384;
+    std::uint64_t max_inflight_bytes = 32ull << 20;
+};
+
+struct MirrorStatus {
+    std::string url;
+    bool connected = false;
+    std::string state;                 // "connecting", "replaying", "reconciling", "streaming", "stopped"
+    std::uint64_t acked_seq = 0;       // journal records <= this are applied on the mirror
+    std::uint64_t journal_seq = 0;     // last record journaled
+    std::uint64_t backlog_ops = 0;     // journal_seq - acked_seq
+    std::uint64_t backlog_bytes = 0;   // data bytes pending for this mirror
+    std::uint64_t lag_ms = 0;          // how long the mirror has been behind (0: caught up)
+    std::int64_t last_ack_unix_ms = 0;
+    std::string last_error;
+    std::int64_t last_error_unix_ms = 0;
+    std::uint64_t errors = 0;          // failed ops and connection failures since start
+    std::uint64_t bytes_sent = 0;      // over all connections
+    std::uint64_t reconnects = 0;
+    bool reconcile_pending = false;
+    std::string reconcile_progress;    // last progress line of the running/last reconcile
+};
+
+class MirrorReplicator;
+
+// What reconcile needs from a mirror's sender (implemented by MirrorReplicator).
+class MirrorChannel {
+public:
+    virtual ~MirrorChannel() = default;
+    // Sends a mutation after giving it the next seq (for content: the same seq for the
+    // Begin, all Chunks and the Commit: use next_seq() and send() directly).
+    virtual Result<void> mutate(protocol::native::Message message) = 0;
+    virtual std::uint64_t next_seq() = 0;
+    virtual Result<void> send(const protocol::native::Message& message) = 0;
+    // The mirror's listing; `incomplete` is set (non-empty) when the mirror could not read all of it.
+    virtual Result<std::vector<protocol::native::ListEntry>> list(const std::string& path, std::uint32_t flags,
+                                                                  std::string& incomplete) = 0;
+    virtual Result<std::vector<std::uint8_t>> signature(const std::string& path) = 0;
+    virtual bool stopping() const = 0;
+    virtual void progress(const std::string& line) = 0;
+};
+
+class MirrorReplicator final : private MirrorChannel {
+public:
+    MirrorReplicator(std::size_t index, MirrorOptions options, Journal& journal, ChangeTracker& tracker,
+                     int source_dirfd, MirrorConnector connector, std::uint64_t cursor);
+    ~MirrorReplicator();
+
+    // Starts the run thread. reconcile: reconcile the whole tree after the backlog;
+    // checksum: compare file checksums too (after an unclean stop).
+    void start(bool reconcile, bool checksum);
+    void stop();  // joins; unacked records stay in the journal
+
+    MirrorStatus status() const;
+    std::uint64_t acked_seq() const;
+    // Everything journaled up to `seq` is on the mirror, directory times included, and no
+    // reconcile is pending. Returns false on timeout.
+    bool wait_settled(std::uint64_t seq, std::chrono::steady_clock::time_point deadline);
+    // -o sync: returns when the mirror acknowledged records <= seq as durable (0), or an errno.
+    int wait_durable(std::uint64_t seq, std::chrono::steady_clock::time_point deadline);
+    void request_resync(bool checksum);
+    const std::string& url() const noexcept { return options_.url; }
+
+private:
+    struct InFlight {
+        std::uint64_t record = 0;   // journal seq
+        std::uint64_t last_seq = 0; // highest protocol seq sent for it (0: nothing sent)
+        struct Taken {
+            NodeKey key;
+            std::vector<ByteRange> ranges;
+            std::uint64_t through = 0;  // last record of the node this take covered
+        };
+        std::vector<Taken> taken;
+        std::uint64_t bytes = 0;
+    };
+    struct Query {
+        std::uint64_t id = 0;
+        std::vector<protocol::native::ListEntry> entries;
+        std::vector<std::uint8_t> data;
+        protocol::native::Done done;
+        bool finished = false;
+    };
+
+    void run();
+    Result<void> session(MirrorConnection& conn);
+    void reader_loop(MirrorConnection& conn);
+    Result<void> send_record(const DecodedRecord& rec);
+    Result<void> send_write(const DecodedRecord& rec, InFlight& flight);
+    Result<void> flush_attrs();
+    void mark_attr_dirty(const std::string& path, bool node_itself);
+    Result<void> wait_window();
+    void on_disconnect();
+    void set_error(const std::string& message);
+    void set_state(const char* state);
+    std::uint64_t now_unix_ms() const;
+
+    // MirrorChannel
+    Result<void> mutate(protocol::native::Message message) override;
+    std::uint64_t next_seq() override;
+    Result<void> send(const protocol::native::Message& message) override;
+    Result<std::vector<protocol::native::ListEntry>> list(const std::string& path, std::uint32_t flags,
+                                                          std::string& incomplete) override;
+    Result<std::vector<std::uint8_t>> signature(const std::string& path) override;
+    bool stopping() const override { return stop_.load(); }
+    void progress(const std::string& line) override;
+    std::shared_ptr<Query> start_query();
+    Result<std::shared_ptr<Query>> finish_query(std::shared_ptr<Query> q);
+
+    const std::size_t index_;
+    const MirrorOptions options_;
+    Journal& journal_;
+    ChangeTracker& tracker_;
+    const int source_dirfd_;
+    const MirrorConnector connector_;
+
+    std::thread thread_;
+    std::atomic<bool> stop_{false};
+
+    // Run-thread state (no lock: only the run thread uses it).
+    MirrorConnection* conn_ = nullptr;
+    std::uint64_t position_ = 0;   // last journal record processed (sent or skipped)
+    std::uint64_t last_sent_seq_ = 0;  // highest protocol seq used on this stream
+    std::set<std::string> attr_dirty_;
+    std::uint64_t next_query_id_ = 1;
+    std::uint64_t barrier_sent_position_ = 0;
+
+    mutable std::mutex mu_;
+    std::condition_variable cv_;  // acks, query replies, disconnects, stop
+    std::deque<InFlight> inflight_;
+    std::uint64_t inflight_bytes_ = 0;
+    std::uint64_t acked_ = 0;        // journal seq acked
+    std::uint64_t cum_ack_ = 0;      // protocol seq cumulatively acked
+    std::uint64_t settled_ = 0;      // journal seq settled (see wait_settled)
+    std::uint64_t settle_seq_ = 0, settle_position_ = 0;  // pending settle target
+    std::uint64_t durable_ = 0;      // journal seq durable on the mirror
+    std::uint64_t durable_wanted_ = 0;
+    std::uint64_t durable_barrier_id_ = 0, durable_barrier_position_ = 0;
+    bool connected_ = false;
+    bool reader_failed_ = false;
+    bool reconcile_wanted_ = false;
+    bool reconcile_checksum_ = false;
+    std::chrono::steady_clock::time_point reconcile_not_before_{};
+    int reconcile_failures_ = 0;
+    std::uint64_t op_errors_in_pass_ = 0;
+    std::deque<std::shared_ptr<Query>> queries_;
+    MirrorStatus status_;
+    std::chrono::steady_clock::time_point behind_since_{};
+    bool behind_ = false;
+    std::uint64_t bytes_sent_before_ = 0;
+};
+
+}  // namespace sfs::repl

@@ -1,0 +1,514 @@
+#include "replicator/reconcile.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <librsync.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <set>
+#include <unordered_map>
+
+#include "common/unique_fd.h"
+
+namespace sfs::repl {
+namespace proto = protocol::native;
+
+namespace {
+
+constexpr std::uint64_t kDeltaMinSize = 64 * 1024;  // below this a literal copy is cheaper
+
+struct SrcEntry {
+    std::string path;
+    struct stat st;
+    std::string target;
+};
+
+proto::Timestamp ts(const timespec& t) {
+    return proto::Timestamp{static_cast<std::int64_t>(t.tv_sec), static_cast<std::uint32_t>(t.tv_nsec)};
+}
+
+proto::NodeType type_of(mode_t mode) {
+    switch (mode & S_IFMT) {
+        case S_IFDIR: return proto::NodeType::Directory;
+        case S_IFLNK: return proto::NodeType::Symlink;
+        case S_IFIFO: return proto::NodeType::Fifo;
+        case S_IFSOCK: return proto::NodeType::Socket;
+        case S_IFCHR: return proto::NodeType::CharDev;
+        case S_IFBLK: return proto::NodeType::BlockDev;
+        default: return proto::NodeType::Regular;
+    }
+}
+
+std::string join(const std::string& dir, const std::string& name) { return dir.empty() ? name : dir + "/" + name; }
+
+std::string parent_of(const std::string& path) {
+    auto slash = path.rfind('/');
+    return slash == std::string::npos ? std::string() : path.substr(0, slash);
+}
+
+// Pre-order walk of SOURCE below `dirfd`, siblings in byte order, symlinks not followed.
+// Directories that cannot be read go to `unreadable`: nothing below them is deleted on the mirror.
+void walk(int dirfd, const std::string& prefix, const std::vector<std::string>& excludes, std::vector<SrcEntry>& out,
+          std::vector<std::string>& unreadable) {
+    // A new open file description (not dup: that would share the offset of the caller's fd,
+    // and a second walk would find the directory empty).
+    int own = ::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR* d = own < 0 ? nullptr : ::fdopendir(own);
+    if (!d) {
+        if (own >= 0) ::close(own);
+        unreadable.push_back(prefix);
+        spdlog::warn("reconcile: cannot read directory '{}' of SOURCE: {}", prefix, std::strerror(errno));
+        return;
+    }
+    std::vector<std::string> names;
+    while (dirent* e = ::readdir(d)) {
+        if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+        names.emplace_back(e->d_name);
+    }
+    ::closedir(d);
+    std::sort(names.begin(), names.end());
+    for (const auto& name : names) {
+        std::string path = join(prefix, name);
+        if (excluded(excludes, path)) continue;
+        SrcEntry entry{path, {}, {}};
+        if (::fstatat(dirfd, name.c_str(), &entry.st, AT_SYMLINK_NOFOLLOW) != 0) continue;  // vanished
+        if (S_ISLNK(entry.st.st_mode)) {
+            char buf[4096];
+            ssize_t n = ::readlinkat(dirfd, name.c_str(), buf, sizeof buf);
+            if (n < 0) continue;
+            entry.target.assign(buf, static_cast<std::size_t>(n));
+        }
+        const bool is_dir = S_ISDIR(entry.st.st_mode);
+        out.push_back(std::move(entry));
+        if (is_dir) {
+            UniqueFd sub(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            if (sub) {
+                walk(sub.get(), path, excludes, out, unreadable);
+            } else {
+                unreadable.push_back(path);
+            }
+        }
+    }
+}
+
+// Drives a librsync job: input from `read` (0 = end), output to `write`.
+Result<void> pump(rs_job_t* job, const std::function<ssize_t(char*, std::size_t)>& read,
+                  const std::function<Result<void>(const char*, std::size_t)>& write) {
+    std::vector<char> in(256 * 1024), out(proto::kMaxChunk);
+    rs_buffers_t b{};
+    bool eof = false;
+    for (;;) {
+        if (b.avail_in == 0 && !eof) {
+            ssize_t n = read(in.data(), in.size());
+            if (n < 0) return fail(std::string("read: ") + std::strerror(errno), errno);
+            if (n == 0) eof = true;
+            b.next_in = in.data();
+            b.avail_in = static_cast<std::size_t>(n);
+        } else if (b.avail_in > 0 && b.next_in != in.data()) {
+            std::memmove(in.data(), b.next_in, b.avail_in);
+            b.next_in = in.data();
+            if (!eof) {
+                ssize_t n = read(in.data() + b.avail_in, in.size() - b.avail_in);
+                if (n < 0) return fail(std::string("read: ") + std::strerror(errno), errno);
+                if (n == 0) eof = true;
+                b.avail_in += static_cast<std::size_t>(n);
+            }
+        }
+        b.eof_in = eof ? 1 : 0;
+        b.next_out = out.data();
+        b.avail_out = out.size();
+        rs_result res = rs_job_iter(job, &b);
+        const std::size_t produced = out.size() - b.avail_out;
+        if (produced > 0) {
+            if (auto r = write(out.data(), produced); !r) return r;
+        }
+        if (res == RS_DONE) return {};
+        if (res != RS_BLOCKED) return fail(std::string("librsync: ") + rs_strerror(res));
+    }
+}
+
+class Reconciler {
+public:
+    Reconciler(MirrorChannel& ch, int source, const std::vector<std::string>& excludes, bool checksum)
+        : ch_(ch), source_(source), excludes_(excludes), checksum_(checksum) {}
+
+    Result<void> run() {
+        const auto started = std::chrono::steady_clock::now();
+        ch_.progress(std::string("reconcile: listing the mirror") + (checksum_ ? " with checksums" : ""));
+        std::string incomplete;
+        const std::uint32_t flags = proto::kListRecursive | (checksum_ ? std::uint32_t{proto::kListChecksums} : 0u);
+        auto listing = ch_.list("", flags, incomplete);
+        if (!listing) return std::unexpected(listing.error());
+        for (auto& e : *listing) mirror_.emplace(e.path, std::move(e));
+        ch_.progress("reconcile: walking SOURCE (" + std::to_string(mirror_.size()) + " entries on the mirror)");
+        struct stat root_st;
+        if (::fstat(source_, &root_st) != 0) return fail(std::string("SOURCE: fstat: ") + std::strerror(errno));
+        source_entries_.push_back(SrcEntry{"", root_st, {}});
+        std::vector<std::string> unreadable;
+        walk(source_, "", excludes_, source_entries_, unreadable);
+        std::set<std::string> in_source;
+        for (const auto& e : source_entries_) in_source.insert(e.path);
+
+        // Deletions, deepest first (reverse pre-order), never on a partial listing.
+        std::vector<const proto::ListEntry*> doomed;
+        for (const auto& [path, m] : mirror_) {
+            if (path.empty() || excluded(excludes_, path)) continue;
+            if (std::any_of(unreadable.begin(), unreadable.end(), [&](const std::string& u) {
+                    return u.empty() || path == u || path.starts_with(u + "/");
+                })) {
+                continue;
+            }
+            if (!in_source.count(path)) doomed.push_back(&m);
+        }
+        for (const auto& e : source_entries_) {
+            auto m = mirror_.find(e.path);
+            if (m != mirror_.end() && !e.path.empty() && m->second.type != type_of(e.st.st_mode)) {
+                doomed.push_back(&m->second);
+            }
+        }
+        std::sort(doomed.begin(), doomed.end(), [](auto* a, auto* b) { return a->path > b->path; });
+        if (!incomplete.empty() && !doomed.empty()) {
+            spdlog::warn("reconcile: mirror listing incomplete ({}); not deleting {} entries", incomplete, doomed.size());
+            doomed.clear();
+        }
+        std::set<std::string> deleted;
+        for (const auto* m : doomed) {
+            if (auto r = remove(*m); !r) return r;
+            deleted.insert(m->path);
+            changed_dirs_.insert(parent_of(m->path));
+        }
+        for (const auto& p : deleted) mirror_.erase(p);
+
+        const std::size_t total = source_entries_.size();
+        std::size_t done = 0;
+        auto last_progress = std::chrono::steady_clock::now();
+        for (const auto& e : source_entries_) {
+            if (ch_.stopping()) return fail("stopped");
+            if (auto r = sync_entry(e); !r) {
+                if (r.error().code == ENOTCONN) return r;
+                // One file that cannot be read (vanished, permission) does not stop the pass.
+                spdlog::warn("reconcile: '{}': {}", e.path, r.error().message);
+                ++errors_;
+            }
+            ++done;
+            if (std::chrono::steady_clock::now() - last_progress > std::chrono::seconds(2)) {
+                last_progress = std::chrono::steady_clock::now();
+                ch_.progress("reconcile: " + std::to_string(done) + "/" + std::to_string(total) + " entries checked, " +
+                             std::to_string(changed_) + " changed, " + std::to_string(bytes_) + " bytes sent");
+            }
+        }
+        // Directory attributes last, deepest first: every change inside them is done.
+        for (auto it = source_entries_.rbegin(); it != source_entries_.rend(); ++it) {
+            if (!S_ISDIR(it->st.st_mode)) continue;
+            auto m = mirror_.find(it->path);
+            const bool fresh = m == mirror_.end();
+            std::uint32_t mask = 0;
+            if (fresh || changed_dirs_.count(it->path) || m->second.mtime != ts(it->st.st_mtim)) mask |= proto::kAttrMtime;
+            if (!fresh && (m->second.mode & 07777) != (it->st.st_mode & 07777)) mask |= proto::kAttrMode;
+            if (!fresh && (m->second.uid != it->st.st_uid || m->second.gid != it->st.st_gid)) {
+                mask |= proto::kAttrUid | proto::kAttrGid;
+            }
+            if (mask == 0) continue;
+            if (auto r = ch_.mutate(proto::Setattr{0, it->path, mask, static_cast<std::uint32_t>(it->st.st_mode & 07777),
+                                                   it->st.st_uid, it->st.st_gid, 0, ts(it->st.st_atim),
+                                                   ts(it->st.st_mtim)});
+                !r) {
+                return conn_error(r);
+            }
+        }
+        const auto secs = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+        ch_.progress("reconcile: done, " + std::to_string(total) + " entries checked, " + std::to_string(changed_) +
+                     " changed, " + std::to_string(doomed.size()) + " deleted, " + std::to_string(bytes_) +
+                     " bytes of content sent in " + std::to_string(secs.count()) + " ms" +
+                     (errors_ ? ", " + std::to_string(errors_) + " unreadable in SOURCE" : ""));
+        if (errors_) return fail(std::to_string(errors_) + " entries of SOURCE could not be read");
+        return {};
+    }
+
+private:
+    static Result<void> conn_error(const Result<void>& r) {
+        return fail(r.error().message, ENOTCONN);
+    }
+
+    Result<void> remove(const proto::ListEntry& m) {
+        ++changed_;
+        if (m.type == proto::NodeType::Directory) return wrap(ch_.mutate(proto::Rmdir{0, m.path}));
+        return wrap(ch_.mutate(proto::Unlink{0, m.path}));
+    }
+
+    static Result<void> wrap(Result<void> r) { return r ? r : conn_error(r); }
+
+    Result<void> sync_entry(const SrcEntry& e) {
+        const struct stat& st = e.st;
+        auto m = mirror_.find(e.path);
+        const proto::ListEntry* mirror = m == mirror_.end() ? nullptr : &m->second;
+        const auto mode = static_cast<std::uint32_t>(st.st_mode & 07777);
+        switch (st.st_mode & S_IFMT) {
+            case S_IFDIR:
+                if (e.path.empty()) return {};
+                if (!mirror) {
+                    ++changed_;
+                    changed_dirs_.insert(parent_of(e.path));
+                    return wrap(ch_.mutate(proto::Mkdir{0, e.path, mode, st.st_uid, st.st_gid}));
+                }
+                return {};  // attributes at the end
+            case S_IFREG:
+                return sync_file(e, mirror);
+            case S_IFLNK:
+                if (!mirror || mirror->target != e.target) {
+                    ++changed_;
+                    changed_dirs_.insert(parent_of(e.path));
+                    if (auto r = ch_.mutate(proto::Symlink{0, e.path, e.target, st.st_uid, st.st_gid}); !r) return wrap(r);
+                    return set_times(e);
+                }
+                if (mirror->mtime != ts(st.st_mtim)) return set_times(e);
+                return {};
+            default:
+                if (!mirror || mirror->rdev != static_cast<std::uint64_t>(st.st_rdev) ||
+                    (mirror->mode & 07777) != mode) {
+                    ++changed_;
+                    changed_dirs_.insert(parent_of(e.path));
+                    if (auto r = ch_.mutate(proto::Mknod{0, e.path, static_cast<std::uint32_t>(st.st_mode),
+                                                         static_cast<std::uint64_t>(st.st_rdev), st.st_uid, st.st_gid});
+                        !r) {
+                        return wrap(r);
+                    }
+                    return set_times(e);
+                }
+                if (mirror->mtime != ts(st.st_mtim)) return set_times(e);
+                return {};
+        }
+    }
+
+    Result<void> set_times(const SrcEntry& e) {
+        return wrap(ch_.mutate(proto::Setattr{0, e.path, proto::kAttrMtime, 0, 0, 0, 0, {}, ts(e.st.st_mtim)}));
+    }
+
+    Result<void> sync_file(const SrcEntry& e, const proto::ListEntry* mirror) {
+        const struct stat& st = e.st;
+        // Hardlinks: the second and later names of a source inode are links to the first.
+        if (st.st_nlink > 1) {
+            auto key = std::make_pair(static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino));
+            auto leader = links_.find(key);
+            if (leader != links_.end()) {
+                auto lm = mirror_.find(leader->second);
+                if (mirror && lm != mirror_.end() && lm->second.ino == mirror->ino && !resent_.count(leader->second)) {
+                    return {};
+                }
+                ++changed_;
+                return wrap(ch_.mutate(proto::Link{0, e.path, leader->second}));
+            }
+            links_.emplace(key, e.path);
+        }
+        bool same = mirror && mirror->type == proto::NodeType::Regular &&
+                    mirror->size == static_cast<std::uint64_t>(st.st_size) && mirror->mtime == ts(st.st_mtim);
+        if (same && checksum_) {
+            auto h = hash_file(e.path);
+            if (!h) return std::unexpected(h.error());
+            same = mirror->hash && *mirror->hash == *h;
+        }
+        if (same) {
+            std::uint32_t mask = 0;
+            if ((mirror->mode & 07777) != (st.st_mode & 07777)) mask |= proto::kAttrMode;
+            if (mirror->uid != st.st_uid || mirror->gid != st.st_gid) mask |= proto::kAttrUid | proto::kAttrGid;
+            if (mask == 0) return {};
+            ++changed_;
+            return wrap(ch_.mutate(proto::Setattr{0, e.path, mask, static_cast<std::uint32_t>(st.st_mode & 07777),
+                                                  st.st_uid, st.st_gid, 0, {}, {}}));
+        }
+        ++changed_;
+        resent_.insert(e.path);
+        changed_dirs_.insert(parent_of(e.path));  // the temp file's rename touches it
+        const bool delta = mirror && mirror->type == proto::NodeType::Regular && mirror->size >= kDeltaMinSize &&
+                           static_cast<std::uint64_t>(st.st_size) >= kDeltaMinSize;
+        if (auto r = send_content(e, delta); !r) return r;
+        return send_xattrs(e.path);
+    }
+
+    Result<proto::Hash128> hash_file(const std::string& path) {
+        UniqueFd fd(::openat(source_, path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+        if (!fd) return fail("open: " + std::string(std::strerror(errno)), errno);
+        XXH3_state_t* state = XXH3_createState();
+        XXH3_128bits_reset(state);
+        std::vector<char> buf(1 << 20);
+        for (;;) {
+            ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+            if (n < 0) {
+                XXH3_freeState(state);
+                return fail("read: " + std::string(std::strerror(errno)), errno);
+            }
+            if (n == 0) break;
+            XXH3_128bits_update(state, buf.data(), static_cast<std::size_t>(n));
+        }
+        XXH128_canonical_t c;
+        XXH128_canonicalFromHash(&c, XXH3_128bits_digest(state));
+        XXH3_freeState(state);
+        proto::Hash128 h;
+        std::memcpy(h.data(), c.digest, 16);
+        return h;
+    }
+
+    // ContentBegin, chunks (literal bytes or a librsync delta against the mirror's copy),
+    // Commit with the XXH3-128 of what was read. A file that changes size while it is read
+    // is aborted: its journal records bring it over later.
+    Result<void> send_content(const SrcEntry& e, bool delta) {
+        UniqueFd fd(::openat(source_, e.path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+        if (!fd) return fail("open: " + std::string(std::strerror(errno)), errno);
+        struct stat st;
+        if (::fstat(fd.get(), &st) != 0) return fail("fstat: " + std::string(std::strerror(errno)), errno);
+        std::vector<std::uint8_t> sig;
+        if (delta) {
+            auto s = ch_.signature(e.path);
+            if (!s) {
+                if (s.error().code == 0 || s.error().code == ENOTCONN) return fail(s.error().message, ENOTCONN);
+                delta = false;  // the mirror's copy went away: literal
+            } else {
+                sig = std::move(*s);
+            }
+        }
+        const std::uint64_t seq = ch_.next_seq();
+        proto::ContentBegin begin{seq,
+                                  e.path,
+                                  delta ? proto::ContentEncoding::Delta : proto::ContentEncoding::Literal,
+                                  static_cast<std::uint32_t>(st.st_mode & 07777),
+                                  st.st_uid,
+                                  st.st_gid,
+                                  static_cast<std::uint64_t>(st.st_size),
+                                  ts(st.st_atim),
+                                  ts(st.st_mtim)};
+        if (auto r = ch_.send(begin); !r) return wrap(r);
+        XXH3_state_t* state = XXH3_createState();
+        XXH3_128bits_reset(state);
+        std::uint64_t read_total = 0;
+        auto reader = [&](char* buf, std::size_t n) -> ssize_t {
+            ssize_t got = ::read(fd.get(), buf, n);
+            if (got > 0) {
+                XXH3_128bits_update(state, buf, static_cast<std::size_t>(got));
+                read_total += static_cast<std::uint64_t>(got);
+            }
+            return got;
+        };
+        auto sender = [&](const char* data, std::size_t n) -> Result<void> {
+            bytes_ += n;
+            std::vector<std::uint8_t> v(data, data + n);
+            return wrap(ch_.send(proto::ContentChunk{seq, std::move(v)}));
+        };
+        Result<void> r;
+        if (delta) {
+            rs_signature_t* sigp = nullptr;
+            rs_job_t* load = rs_loadsig_begin(&sigp);
+            std::size_t sig_pos = 0;
+            r = pump(
+                load,
+                [&](char* buf, std::size_t n) -> ssize_t {
+                    std::size_t k = std::min(n, sig.size() - sig_pos);
+                    std::memcpy(buf, sig.data() + sig_pos, k);
+                    sig_pos += k;
+                    return static_cast<ssize_t>(k);
+                },
+                [](const char*, std::size_t) -> Result<void> { return {}; });
+            rs_job_free(load);
+            if (r && rs_build_hash_table(sigp) != RS_DONE) r = fail("librsync: cannot index the mirror's signature");
+            if (r) {
+                rs_job_t* job = rs_delta_begin(sigp);
+                r = pump(job, reader, sender);
+                rs_job_free(job);
+            }
+            if (sigp) rs_free_sumset(sigp);
+        } else {
+            std::vector<char> buf(proto::kMaxChunk);
+            for (;;) {
+                ssize_t n = reader(buf.data(), buf.size());
+                if (n < 0) {
+                    r = fail("read: " + std::string(std::strerror(errno)), errno);
+                    break;
+                }
+                if (n == 0) break;
+                if (r = sender(buf.data(), static_cast<std::size_t>(n)); !r) break;
+            }
+        }
+        XXH128_canonical_t c;
+        XXH128_canonicalFromHash(&c, XXH3_128bits_digest(state));
+        XXH3_freeState(state);
+        if (r && read_total != static_cast<std::uint64_t>(st.st_size)) r = fail("changed while being read");
+        if (!r) {
+            if (r.error().code == ENOTCONN) return r;
+            if (auto a = ch_.send(proto::ContentAbort{seq}); !a) return wrap(a);
+            return r;
+        }
+        proto::ContentCommit commit{seq, {}};
+        std::memcpy(commit.hash.data(), c.digest, 16);
+        return wrap(ch_.send(commit));
+    }
+
+    Result<void> send_xattrs(const std::string& path) {
+        UniqueFd fd(::openat(source_, path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+        if (!fd) return {};
+        std::vector<char> names(65536);
+        ssize_t n = ::flistxattr(fd.get(), names.data(), names.size());
+        if (n <= 0) return {};
+        for (ssize_t i = 0; i < n;) {
+            std::string name(names.data() + i);
+            i += static_cast<ssize_t>(name.size()) + 1;
+            std::vector<char> value(proto::kMaxXattrValue);
+            ssize_t v = ::fgetxattr(fd.get(), name.c_str(), value.data(), value.size());
+            if (v < 0) continue;
+            if (auto r = ch_.mutate(proto::Setxattr{0, path, name, std::string(value.data(), static_cast<std::size_t>(v))});
+                !r) {
+                return wrap(r);
+            }
+        }
+        return {};
+    }
+
+    MirrorChannel& ch_;
+    const int source_;
+    const std::vector<std::string>& excludes_;
+    const bool checksum_;
+    std::map<std::string, proto::ListEntry> mirror_;
+    std::vector<SrcEntry> source_entries_;
+    std::set<std::string> changed_dirs_;
+    std::set<std::string> resent_;
+    std::map<std::pair<std::uint64_t, std::uint64_t>, std::string> links_;
+    std::uint64_t changed_ = 0, bytes_ = 0, errors_ = 0;
+};
+
+}  // namespace
+
+bool excluded(const std::vector<std::string>& patterns, const std::string& path) {
+    if (path.empty() || patterns.empty()) return false;
+    // The path and each of its parents: a pattern that matches a directory excludes its subtree.
+    for (std::size_t end = path.find('/');; end = path.find('/', end + 1)) {
+        const std::string prefix = end == std::string::npos ? path : path.substr(0, end);
+        const auto slash = prefix.rfind('/');
+        const std::string name = slash == std::string::npos ? prefix : prefix.substr(slash + 1);
+        for (const auto& p : patterns) {
+            // Like rsync: a pattern with a '/' matches the path from the root, otherwise the name.
+            if (p.find('/') != std::string::npos) {
+                const std::string pat = p.front() == '/' ? p.substr(1) : p;
+                if (::fnmatch(pat.c_str(), prefix.c_str(), FNM_PATHNAME) == 0) return true;
+            } else if (::fnmatch(p.c_str(), name.c_str(), 0) == 0) {
+                return true;
+            }
+        }
+        if (end == std::string::npos) return false;
+    }
+}
+
+Result<void> reconcile_tree(MirrorChannel& channel, int source_dirfd, const std::vector<std::string>& excludes,
+                            bool checksum) {
+    Reconciler r(channel, source_dirfd, excludes, checksum);
+    return r.run();
+}
+
+}  // namespace sfs::repl

@@ -1,0 +1,103 @@
+#include "server/daemon/privileges.h"
+
+#include <grp.h>
+#include <pwd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+namespace sfs::server {
+namespace {
+
+std::unexpected<Refusal> refuse(std::string client, std::string detail) {
+    return std::unexpected<Refusal>(Refusal{std::move(client), std::move(detail)});
+}
+
+std::optional<uid_t> to_uid(const std::string& s) {
+    if (!s.empty() && s.find_first_not_of("0123456789") == std::string::npos) return static_cast<uid_t>(std::stoul(s));
+    passwd pw{};
+    passwd* res = nullptr;
+    std::vector<char> buf(16384);
+    if (::getpwnam_r(s.c_str(), &pw, buf.data(), buf.size(), &res) != 0 || !res) return std::nullopt;
+    return pw.pw_uid;
+}
+
+std::optional<gid_t> to_gid(const std::string& s) {
+    if (!s.empty() && s.find_first_not_of("0123456789") == std::string::npos) return static_cast<gid_t>(std::stoul(s));
+    group gr{};
+    group* res = nullptr;
+    std::vector<char> buf(16384);
+    if (::getgrnam_r(s.c_str(), &gr, buf.data(), buf.size(), &res) != 0 || !res) return std::nullopt;
+    return gr.gr_gid;
+}
+
+}  // namespace
+
+std::expected<ModuleEnv, Refusal> enter_module(const ModuleConfig& module) {
+    const ParamSet& p = module.params;
+    const std::string path = p.str(P::path);
+    ModuleEnv env;
+    const bool root = ::geteuid() == 0;
+
+    // Resolve ids before a chroot hides /etc/passwd.
+    uid_t uid = ::geteuid();
+    std::vector<gid_t> gids;
+    if (root) {
+        std::string uname = p.is_set(P::uid) ? p.str(P::uid) : "nobody";
+        auto u = to_uid(uname);
+        if (!u) return refuse("invalid uid " + uname, "module [" + module.name + "]: unknown uid '" + uname + "'");
+        uid = *u;
+        std::string glist = p.is_set(P::gid) ? p.str(P::gid) : "";
+        if (glist.empty()) {
+            auto g = to_gid("nogroup");
+            if (!g) g = to_gid("nobody");
+            if (!g) return refuse("invalid gid setting.", "no 'nogroup' group for the default gid");
+            gids.push_back(*g);
+        } else {
+            std::size_t pos = 0;
+            while (pos < glist.size()) {
+                std::size_t s = glist.find_first_not_of(" ,\t", pos);
+                if (s == std::string::npos) break;
+                std::size_t e = glist.find_first_of(" ,\t", s);
+                std::string name = glist.substr(s, e == std::string::npos ? std::string::npos : e - s);
+                pos = e == std::string::npos ? glist.size() : e;
+                auto g = to_gid(name);
+                if (!g) return refuse("invalid gid " + name, "module [" + module.name + "]: unknown gid '" + name + "'");
+                gids.push_back(*g);
+            }
+            if (gids.empty()) return refuse("invalid gid setting.", "empty gid list");
+        }
+    }
+
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || ::chdir(path.c_str()) != 0)
+        return refuse("chdir failed", "module [" + module.name + "]: chdir " + path + ": " + std::strerror(errno));
+
+    // `use chroot` unset: chroot when we can (root), as rsync 3.2+ does.
+    std::optional<bool> want_chroot = p.tristate(P::use_chroot);
+    bool do_chroot = want_chroot.value_or(root);
+    if (do_chroot) {
+        if (::chroot(".") != 0 || ::chdir("/") != 0)
+            return refuse("chroot failed", "module [" + module.name + "]: chroot " + path + ": " + std::strerror(errno));
+        env.chrooted = true;
+        env.root = "/";
+    } else {
+        env.root = path;
+    }
+
+    if (root) {
+        if (::setgroups(gids.size(), gids.data()) != 0)
+            return refuse("setgroups failed", std::string("setgroups: ") + std::strerror(errno));
+        if (::setgid(gids.front()) != 0)
+            return refuse("setgid failed", std::string("setgid: ") + std::strerror(errno));
+        if (::setuid(uid) != 0)
+            return refuse("setuid failed", std::string("setuid: ") + std::strerror(errno));
+    }
+    env.am_root = ::geteuid() == 0;
+    return env;
+}
+
+}  // namespace sfs::server

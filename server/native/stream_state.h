@@ -1,0 +1,49 @@
+// The mirror's memory of each replication stream: the highest mutation seq it has applied.
+//
+// One file per stream, `<state dir>/streams/<16 hex of XXH3-64(stream_id)>`, 32 bytes:
+// magic "SFSSEQ01", u64 seq, u64 XXH3-64 of the seq (LE), 8 zero bytes. It is rewritten in place with one
+// pwrite after every applied mutation (before the Ack that covers it) and fsynced at durable
+// points. A file that fails its checksum (torn by a crash) reads as seq 0: every op is then
+// replayed, which the applier's idempotence rules make harmless.
+//
+// The file is flock()ed for the session: a second connection of the same stream waits for the
+// first to end (bounded), so two sessions never interleave one stream.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "common/result.h"
+#include "common/unique_fd.h"
+
+namespace sfs::server::native {
+
+class StreamState {
+public:
+    // Opens (creating) the state file of `stream_id` in `state_dir_fd` (a directory fd) and
+    // locks it, waiting up to lock_timeout_ms for another session of the stream to end.
+    static Result<StreamState> open(int state_dir_fd, const std::string& stream_id, int lock_timeout_ms);
+
+    std::uint64_t applied() const noexcept { return applied_; }
+    // Records seq as applied (pwrite, no fsync).
+    SysResult<void> set_applied(std::uint64_t seq) noexcept;
+    // fsync of the state file.
+    SysResult<void> sync() noexcept;
+
+private:
+    UniqueFd fd_;
+    UniqueFd dir_;            // streams/, fsynced once so a new state file's name is durable
+    bool dir_synced_ = false;
+    std::uint64_t applied_ = 0;
+};
+
+// Opens or creates (mode 0700, parents included) the state directory. With `owner` (the
+// uid the session will run as after the daemon drops root), the directory itself is chowned
+// to it so the session can create its stream files; its parents stay root-only, and the
+// session reaches it through the returned fd.
+Result<UniqueFd> open_state_dir(const std::string& path, std::optional<uid_t> owner = std::nullopt);
+
+}  // namespace sfs::server::native

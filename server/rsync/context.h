@@ -1,0 +1,50 @@
+// State shared by the roles of one rsync session: negotiated protocol, options, the module
+// root, the two streams, and message helpers. Passed explicitly; no globals.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "protocol/rsync_flist.h"
+#include "protocol/rsync_wire.h"
+#include "server/rsync/beneath.h"
+#include "server/rsync/filter.h"
+#include "server/rsync/options.h"
+#include "server/rsync/session.h"
+
+namespace sfs::server::rsync {
+
+struct Context {
+    int protocol = 27;
+    std::int32_t seed = 0;
+    ServerOptions opt;
+    const ModuleAccess* module = nullptr;
+    ModuleRoot root;
+    int in_fd = -1;
+    protocol::FdReader* in = nullptr;
+    protocol::MuxWriter* out = nullptr;
+    protocol::FlistOptions flist;
+    FilterList filters;
+    std::string peer;
+    SessionStats stats;
+
+    // Messages the client prints. Below protocol 30 rsync only knows FERROR_XFER/FINFO
+    // on the wire, so warnings travel as info.
+    void info(const std::string& text);
+    void error(const std::string& text);
+};
+
+// Strips the "module/" prefix the client puts on each path (util1.c glob_expand_module)
+// and sanitizes the rest like sanitize_path: no leading '/', ".." components dropped.
+// Keeps a trailing '/' (it means "the contents of"). Returns "" for the module root.
+std::string module_relative_arg(const std::string& module_name, const std::string& arg);
+
+// Joins module-relative paths ("." is the root).
+std::string join_path(const std::string& dir, const std::string& name);
+
+// The roles. Each returns an error after trying to tell the client.
+Result<void> run_sender(Context& ctx);
+Result<void> run_receiver(Context& ctx);
+
+}  // namespace sfs::server::rsync

@@ -1,0 +1,137 @@
+#include "server/rsync/options.h"
+
+#include <charconv>
+#include <string_view>
+
+namespace sfs::server::rsync {
+
+namespace {
+
+Result<std::int64_t> parse_num(std::string_view opt, std::string_view v) {
+    std::int64_t n = 0;
+    std::size_t mult = 1;
+    if (!v.empty() && (v.back() == 'k' || v.back() == 'K')) mult = 1024, v.remove_suffix(1);
+    else if (!v.empty() && (v.back() == 'm' || v.back() == 'M')) mult = 1024 * 1024, v.remove_suffix(1);
+    else if (!v.empty() && (v.back() == 'g' || v.back() == 'G')) mult = 1024 * 1024 * 1024, v.remove_suffix(1);
+    auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (ec != std::errc() || p != v.data() + v.size())
+        return fail("invalid number in option " + std::string(opt) + ": " + std::string(v));
+    return n * static_cast<std::int64_t>(mult);
+}
+
+Result<void> short_flags(ServerOptions& o, std::string_view s) {
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        char c = s[i];
+        switch (c) {
+        case 'r': o.recurse = true; break;
+        case 'd': o.xfer_dirs = true; break;
+        case 'l': o.links = true; break;
+        case 'p': o.perms = true; break;
+        case 'E': o.executability = true; break;
+        case 't': o.times = true; break;
+        case 'O': o.omit_dir_times = true; break;
+        case 'J': break;  // omit symlink times: we never set them
+        case 'o': o.owner = true; break;
+        case 'g': o.group = true; break;
+        case 'D': o.devices = o.specials = true; break;
+        case 'H': o.hard_links = true; break;
+        case 'c': o.checksum = true; break;
+        case 'n': o.dry_run = true; break;
+        case 'z': o.compress = true; break;
+        case 'v': ++o.verbose; break;
+        case 'q': break;
+        case 'W': o.whole_file = true; break;
+        case 'I': o.ignore_times = true; break;
+        case 'u': o.update_only = true; break;
+        case 'S': o.sparse = true; break;
+        case 'x': o.one_file_system = true; break;
+        case 'e': return {};  // -e.<client info>: rest of the cluster (protocol >= 30 info)
+        case 'B': {
+            auto n = parse_num("-B", s.substr(i + 1));
+            if (!n) return std::unexpected(n.error());
+            if (*n <= 0 || *n > (1 << 29)) return fail("invalid block size: " + std::string(s.substr(i + 1)));
+            o.block_size = static_cast<std::int32_t>(*n);
+            return {};
+        }
+        default:
+            return fail(std::string("syncfsd: option -") + c + " is not supported by this server");
+        }
+    }
+    return {};
+}
+
+}  // namespace
+
+Result<ServerOptions> parse_server_args(const std::vector<std::string>& args) {
+    ServerOptions o;
+    bool saw_server = false, saw_dot = false;
+    for (std::size_t i = 0; i < args.size(); ++i) {
+        std::string_view a = args[i];
+        if (saw_dot) {
+            o.paths.emplace_back(a);
+            continue;
+        }
+        if (a == "--server") { saw_server = true; continue; }
+        if (a == ".") { saw_dot = true; continue; }
+        if (a.size() >= 2 && a[0] == '-' && a[1] != '-') {
+            if (auto r = short_flags(o, a.substr(1)); !r) return std::unexpected(r.error());
+            continue;
+        }
+        std::string_view name = a, value;
+        bool has_value = false;
+        if (auto eq = a.find('='); eq != std::string_view::npos) {
+            name = a.substr(0, eq);
+            value = a.substr(eq + 1);
+            has_value = true;
+        }
+        if (name == "--sender") o.sender = true;
+        else if (name == "--delete" || name == "--delete-before" || name == "--delete-during" ||
+                 name == "--delete-after" || name == "--delete-delay") o.delete_mode = true;
+        else if (name == "--delete-excluded") o.delete_mode = o.delete_excluded = true;
+        else if (name == "--force") o.force = true;
+        else if (name == "--ignore-errors") o.ignore_errors = true;
+        else if (name == "--numeric-ids") o.numeric_ids = true;
+        else if (name == "--inplace") o.inplace = true;
+        else if (name == "--partial") o.partial = true;
+        else if (name == "--size-only") o.size_only = true;
+        else if (name == "--existing") o.existing = true;
+        else if (name == "--ignore-existing") o.ignore_existing = true;
+        else if (name == "--no-specials") o.specials = false;
+        else if (name == "--specials") o.specials = true;
+        else if (name == "--no-W" || name == "--no-whole-file") o.whole_file = false;
+        else if (name == "--stats" || name == "--log-format" || name == "--out-format" ||
+                 name == "--no-msgs2stderr" || name == "--msgs2stderr" || name == "--timeout" ||
+                 name == "--bwlimit" || name == "--use-qsort" || name == "--no-r" ||
+                 name == "--no-implied-dirs" || name == "--safe-links" || name == "--fsync" ||
+                 name == "--open-noatime" || name == "--preallocate" || name == "--old-compress") {
+            // accepted; no server-side effect (the client prints stats, formats its own log)
+        } else if (name == "--compress-level") {
+            auto n = parse_num(name, value);
+            if (!n) return std::unexpected(n.error());
+            o.compress_level = static_cast<int>(*n);
+            if (o.compress_level == 0) o.compress = false;
+            if (o.compress_level < 1) o.compress_level = 1;
+            if (o.compress_level > 9) o.compress_level = 9;
+        } else if (name == "--max-delete") {
+            auto n = parse_num(name, value);
+            if (!n) return std::unexpected(n.error());
+            o.max_delete = static_cast<int>(*n);
+        } else if (name == "--max-size" || name == "--min-size") {
+            auto n = parse_num(name, value);
+            if (!n) return std::unexpected(n.error());
+            (name == "--max-size" ? o.max_size : o.min_size) = *n;
+        } else if (name == "--checksum-seed") {
+            auto n = parse_num(name, value);
+            if (!n) return std::unexpected(n.error());
+            o.checksum_seed = static_cast<std::int32_t>(*n);
+        } else {
+            (void)has_value;
+            return fail("syncfsd: option " + std::string(name) + " is not supported by this server");
+        }
+    }
+    if (!saw_server) return fail("protocol error: argument list lacks --server");
+    if (!saw_dot) return fail("protocol error: argument list lacks the \".\" placeholder");
+    return o;
+}
+
+}  // namespace sfs::server::rsync

@@ -1,0 +1,280 @@
+// Exact change records for scripted sequences on a real in-process FUSE mount.
+// no_writeback makes every write(2) reach SOURCE as the same write, so ranges are exact;
+// one test checks what the writeback cache turns them into.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "tests/fs/mount_fixture.h"
+
+namespace sfs::fs::test {
+namespace {
+
+std::string describe(const ChangeRecord& r) {
+    std::string s = std::string(to_string(r.kind)) + " " + (r.path.empty() ? "<root>" : r.path);
+    char buf[128];
+    switch (r.kind) {
+        case ChangeKind::Mkdir:
+        case ChangeKind::Mknod:
+        case ChangeKind::Create:
+            std::snprintf(buf, sizeof buf, " mode=%o uid=%u gid=%u", r.mode, r.uid, r.gid);
+            s += buf;
+            break;
+        case ChangeKind::Symlink:
+            s += " -> " + r.target;
+            break;
+        case ChangeKind::Link:
+            s += " = " + r.path2;
+            break;
+        case ChangeKind::Rename:
+            std::snprintf(buf, sizeof buf, " flags=%u", r.flags);
+            s += " to " + r.path2 + buf;
+            break;
+        case ChangeKind::Unlink:
+            std::snprintf(buf, sizeof buf, " nlink=%llu", static_cast<unsigned long long>(r.nlink));
+            s += buf;
+            break;
+        case ChangeKind::Rmdir:
+            break;
+        case ChangeKind::Setattr:
+            if (r.attr_mask & kAttrMode) { std::snprintf(buf, sizeof buf, " mode=%o", r.mode); s += buf; }
+            if (r.attr_mask & kAttrUid) { std::snprintf(buf, sizeof buf, " uid=%u", r.uid); s += buf; }
+            if (r.attr_mask & kAttrGid) { std::snprintf(buf, sizeof buf, " gid=%u", r.gid); s += buf; }
+            if (r.attr_mask & kAttrSize) { std::snprintf(buf, sizeof buf, " size=%llu", static_cast<unsigned long long>(r.size)); s += buf; }
+            if (r.attr_mask & kAttrAtime) s += " atime";
+            if (r.attr_mask & kAttrMtime) s += " mtime";
+            break;
+        case ChangeKind::Setxattr:
+            s += " " + r.xattr_name + "=" + r.xattr_value;
+            break;
+        case ChangeKind::Removexattr:
+            s += " " + r.xattr_name;
+            break;
+        case ChangeKind::Write:
+            std::snprintf(buf, sizeof buf, " [%llu,+%llu)", static_cast<unsigned long long>(r.offset),
+                          static_cast<unsigned long long>(r.length));
+            s += buf;
+            break;
+    }
+    return s;
+}
+
+std::vector<std::string> describe_all(const std::vector<ChangeRecord>& records) {
+    std::vector<std::string> out;
+    for (const auto& r : records) out.push_back(describe(r));
+    return out;
+}
+
+ino_t ino_of(const std::string& path) {
+    struct stat st;
+    EXPECT_EQ(::lstat(path.c_str(), &st), 0) << path;
+    return st.st_ino;
+}
+
+void write_file(const std::string& path, const std::string& data, mode_t mode = 0644) {
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, mode);
+    ASSERT_GE(fd, 0) << path;
+    ASSERT_EQ(::write(fd, data.data(), data.size()), static_cast<ssize_t>(data.size()));
+    ASSERT_EQ(::close(fd), 0);
+}
+
+class ChangeRecords : public ::testing::Test {
+protected:
+    InProcessMount m{{"no_writeback"}};
+    void SetUp() override { m.start(); }
+    std::vector<std::string> take() { return describe_all(m.sink().take()); }
+};
+
+TEST_F(ChangeRecords, CreateAndWriteAtOffset) {
+    int fd = ::open(m.at("f").c_str(), O_WRONLY | O_CREAT | O_EXCL, 0640);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, "abc", 3, 100), 3);
+    ASSERT_EQ(::pwrite(fd, "Z", 1, 4096), 1);
+    ASSERT_EQ(::close(fd), 0);
+    auto records = m.sink().take();
+    EXPECT_EQ(describe_all(records),
+              (std::vector<std::string>{"create f mode=100640 uid=0 gid=0", "write f [100,+3)", "write f [4096,+1)"}));
+    ASSERT_EQ(records.size(), 3u);
+    EXPECT_EQ(records[0].ino, ino_of(m.src("f")));
+    EXPECT_EQ(records[1].ino, records[0].ino);
+}
+
+TEST_F(ChangeRecords, Truncate) {
+    write_file(m.at("f"), "0123456789abcdef");
+    m.sink().take();
+    ASSERT_EQ(::truncate(m.at("f").c_str(), 10), 0);
+    auto records = m.sink().take();
+    ASSERT_EQ(records.size(), 1u);
+    EXPECT_EQ(records[0].kind, ChangeKind::Setattr);
+    EXPECT_EQ(records[0].path, "f");
+    EXPECT_TRUE(records[0].attr_mask & kAttrSize);
+    EXPECT_EQ(records[0].size, 10u);
+    EXPECT_EQ(records[0].ino, ino_of(m.src("f")));
+}
+
+TEST_F(ChangeRecords, OpenWithTruncIsASizeChange) {
+    write_file(m.at("f"), "0123456789");
+    m.sink().take();
+    int fd = ::open(m.at("f").c_str(), O_WRONLY | O_TRUNC);
+    ASSERT_GE(fd, 0);
+    ::close(fd);
+    auto records = m.sink().take();
+    ASSERT_EQ(records.size(), 1u);
+    EXPECT_EQ(records[0].kind, ChangeKind::Setattr);
+    EXPECT_TRUE(records[0].attr_mask & kAttrSize);
+    EXPECT_EQ(records[0].size, 0u);
+}
+
+TEST_F(ChangeRecords, RenameOverExistingFile) {
+    write_file(m.at("a"), "A");
+    write_file(m.at("b"), "B");
+    const ino_t a = ino_of(m.src("a"));
+    m.sink().take();
+    ASSERT_EQ(::rename(m.at("a").c_str(), m.at("b").c_str()), 0);
+    auto records = m.sink().take();
+    EXPECT_EQ(describe_all(records), (std::vector<std::string>{"rename a to b flags=0"}));
+    ASSERT_EQ(records.size(), 1u);
+    EXPECT_EQ(records[0].ino, a);
+    // The moved inode is now known under its new name.
+    int fd = ::open(m.at("b").c_str(), O_WRONLY | O_APPEND);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::write(fd, "x", 1), 1);
+    ::close(fd);
+    EXPECT_EQ(describe_all(m.sink().take()), (std::vector<std::string>{"write b [1,+1)"}));
+}
+
+TEST_F(ChangeRecords, RenameFlags) {
+    write_file(m.at("a"), "A");
+    write_file(m.at("b"), "B");
+    m.sink().take();
+    EXPECT_EQ(::renameat2(AT_FDCWD, m.at("a").c_str(), AT_FDCWD, m.at("b").c_str(), RENAME_NOREPLACE), -1);
+    EXPECT_EQ(errno, EEXIST);
+    ASSERT_EQ(::renameat2(AT_FDCWD, m.at("a").c_str(), AT_FDCWD, m.at("b").c_str(), RENAME_EXCHANGE), 0);
+    EXPECT_EQ(describe_all(m.sink().take()),
+              (std::vector<std::string>{"rename a to b flags=" + std::to_string(RENAME_EXCHANGE)}));
+}
+
+TEST_F(ChangeRecords, HardlinkThenUnlink) {
+    write_file(m.at("f"), "data");
+    const ino_t f = ino_of(m.src("f"));
+    m.sink().take();
+    ASSERT_EQ(::link(m.at("f").c_str(), m.at("g").c_str()), 0);
+    ASSERT_EQ(::unlink(m.at("f").c_str()), 0);
+    auto records = m.sink().take();
+    EXPECT_EQ(describe_all(records), (std::vector<std::string>{"link g = f", "unlink f nlink=1"}));
+    ASSERT_EQ(records.size(), 2u);
+    EXPECT_EQ(records[0].ino, f);
+    EXPECT_EQ(records[1].ino, f);
+    // Writes through the remaining name are reported under it.
+    int fd = ::open(m.at("g").c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, "X", 1, 0), 1);
+    ::close(fd);
+    EXPECT_EQ(describe_all(m.sink().take()), (std::vector<std::string>{"write g [0,+1)"}));
+    ASSERT_EQ(::unlink(m.at("g").c_str()), 0);
+    EXPECT_EQ(describe_all(m.sink().take()), (std::vector<std::string>{"unlink g nlink=0"}));
+}
+
+TEST_F(ChangeRecords, MkdirRmdirAndNestedPaths) {
+    ASSERT_EQ(::mkdir(m.at("d").c_str(), 0750), 0);
+    ASSERT_EQ(::mkdir(m.at("d/e").c_str(), 0755), 0);
+    write_file(m.at("d/e/f"), "x");
+    ASSERT_EQ(::rename(m.at("d").c_str(), m.at("D").c_str()), 0);
+    ASSERT_EQ(::truncate(m.at("D/e/f").c_str(), 0), 0);
+    ASSERT_EQ(::unlink(m.at("D/e/f").c_str()), 0);
+    ASSERT_EQ(::rmdir(m.at("D/e").c_str()), 0);
+    EXPECT_EQ(::rmdir(m.at("nope").c_str()), -1);  // failed ops emit nothing
+    EXPECT_EQ(::mkdir(m.at("D").c_str(), 0755), -1);
+    auto got = take();
+    ASSERT_GE(got.size(), 7u);
+    EXPECT_EQ(got[0], "mkdir d mode=40750 uid=0 gid=0");
+    EXPECT_EQ(got[1], "mkdir d/e mode=40755 uid=0 gid=0");
+    EXPECT_EQ(got[2], "create d/e/f mode=100644 uid=0 gid=0");
+    EXPECT_EQ(got[3], "write d/e/f [0,+1)");
+    EXPECT_EQ(got[4], "rename d to D flags=0");
+    EXPECT_EQ(got[5].substr(0, 21), "setattr D/e/f size=0");
+    EXPECT_EQ(got[6], "unlink D/e/f nlink=0");
+    ASSERT_EQ(got.size(), 8u);
+    EXPECT_EQ(got[7], "rmdir D/e");
+}
+
+TEST_F(ChangeRecords, ChmodChownUtimens) {
+    write_file(m.at("f"), "x");
+    m.sink().take();
+    ASSERT_EQ(::chmod(m.at("f").c_str(), 0600), 0);
+    ASSERT_EQ(::chown(m.at("f").c_str(), 1234, 5678), 0);
+    struct timespec ts[2] = {{1000, 0}, {0, UTIME_OMIT}};
+    ASSERT_EQ(::utimensat(AT_FDCWD, m.at("f").c_str(), ts, 0), 0);
+    auto records = m.sink().take();
+    EXPECT_EQ(describe_all(records), (std::vector<std::string>{"setattr f mode=100600", "setattr f uid=1234 gid=5678",
+                                                              "setattr f atime"}));
+    ASSERT_EQ(records.size(), 3u);
+    EXPECT_EQ(records[2].atime.tv_sec, 1000);
+}
+
+TEST_F(ChangeRecords, Xattrs) {
+    write_file(m.at("f"), "x");
+    m.sink().take();
+    ASSERT_EQ(::setxattr(m.at("f").c_str(), "user.k", "v1", 2, 0), 0);
+    ASSERT_EQ(::removexattr(m.at("f").c_str(), "user.k"), 0);
+    EXPECT_EQ(::removexattr(m.at("f").c_str(), "user.k"), -1);
+    EXPECT_EQ(describe_all(m.sink().take()), (std::vector<std::string>{"setxattr f user.k=v1", "removexattr f user.k"}));
+}
+
+TEST_F(ChangeRecords, SymlinkAndMknod) {
+    ASSERT_EQ(::symlink("target/x", m.at("s").c_str()), 0);
+    ASSERT_EQ(::mkfifo(m.at("p").c_str(), 0600), 0);
+    EXPECT_EQ(describe_all(m.sink().take()),
+              (std::vector<std::string>{"symlink s -> target/x", "mknod p mode=10600 uid=0 gid=0"}));
+}
+
+TEST_F(ChangeRecords, FallocateAndCopyFileRange) {
+    write_file(m.at("a"), std::string(8192, 'a'));
+    int fd = ::open(m.at("b").c_str(), O_RDWR | O_CREAT, 0644);
+    ASSERT_GE(fd, 0);
+    int in = ::open(m.at("a").c_str(), O_RDONLY);
+    ASSERT_GE(in, 0);
+    m.sink().take();
+    ASSERT_EQ(::fallocate(fd, 0, 0, 4096), 0);
+    ASSERT_EQ(::fallocate(fd, FALLOC_FL_KEEP_SIZE, 4096, 4096), 0);  // no visible change
+    ASSERT_EQ(::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 4096), 0);
+    loff_t off_in = 0, off_out = 100;
+    ASSERT_EQ(::copy_file_range(in, &off_in, fd, &off_out, 50, 0), 50);
+    ::close(in);
+    ::close(fd);
+    EXPECT_EQ(describe_all(m.sink().take()),
+              (std::vector<std::string>{"write b [0,+4096)", "write b [0,+4096)", "write b [100,+50)"}));
+}
+
+// With the kernel's writeback cache, data reaches SOURCE when pages are written back: the
+// records cover at least what was written, and arrive by fsync/close.
+TEST(ChangeRecordsWriteback, WritesAreCoveredByRecords) {
+    InProcessMount m;
+    m.start();
+    int fd = ::open(m.at("f").c_str(), O_RDWR | O_CREAT, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, "abc", 3, 100), 3);
+    ASSERT_EQ(::pwrite(fd, "xyz", 3, 10000), 3);
+    ASSERT_EQ(::fsync(fd), 0);
+    ::close(fd);
+    auto records = m.sink().take();
+    bool covered[2] = {false, false};
+    for (const auto& r : records) {
+        if (r.kind != ChangeKind::Write) continue;
+        EXPECT_EQ(r.path, "f");
+        if (r.offset <= 100 && r.offset + r.length >= 103) covered[0] = true;
+        if (r.offset <= 10000 && r.offset + r.length >= 10003) covered[1] = true;
+    }
+    EXPECT_TRUE(covered[0]) << describe_all(records).size();
+    EXPECT_TRUE(covered[1]);
+    ASSERT_FALSE(records.empty());
+    EXPECT_EQ(records[0].kind, ChangeKind::Create);
+}
+
+}  // namespace
+}  // namespace sfs::fs::test

@@ -1,0 +1,85 @@
+// Parsing of `syncfs SOURCE MOUNTPOINT [-f] [-d] [-o OPTIONS]`.
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "fs/mount_options.h"
+
+namespace sfs::fs {
+namespace {
+
+Result<MountOptions> parse(std::vector<const char*> args) {
+    args.insert(args.begin(), "syncfs");
+    return parse_command_line(static_cast<int>(args.size()), args.data());
+}
+
+TEST(MountOptions, AllDocumentedOptions) {
+    auto o = parse({"/data", "/web", "-f", "-o",
+                    "mirror=rsync://a/web;rsync://u@b:8873/web,mirror=rsync://c/m,secrets=/etc/s,state=/var/x,sync,"
+                    "delay=250,exclude=*.tmp,exclude=cache/,log=/var/log/s.log,max_fds=1000,allow_other,"
+                    "default_permissions,ro,noatime,_netdev,nodev,nosuid,timeout=2.5,threads=4"});
+    ASSERT_TRUE(o) << o.error().message;
+    EXPECT_EQ(o->source, "/data");
+    EXPECT_EQ(o->mountpoint, "/web");
+    EXPECT_TRUE(o->foreground);
+    EXPECT_EQ(o->mirrors, (std::vector<std::string>{"rsync://a/web", "rsync://u@b:8873/web", "rsync://c/m"}));
+    EXPECT_EQ(o->secrets, "/etc/s");
+    EXPECT_EQ(o->state, "/var/x");
+    EXPECT_TRUE(o->sync);
+    EXPECT_EQ(o->delay_ms, 250u);
+    EXPECT_EQ(o->excludes, (std::vector<std::string>{"*.tmp", "cache/"}));
+    EXPECT_EQ(o->log_file, "/var/log/s.log");
+    EXPECT_EQ(o->max_fds, 1000u);
+    EXPECT_DOUBLE_EQ(o->timeout, 2.5);
+    EXPECT_EQ(o->max_threads, 4u);
+    EXPECT_TRUE(o->allow_other);
+    EXPECT_TRUE(o->default_permissions);
+    EXPECT_TRUE(o->read_only);
+    EXPECT_TRUE(o->noatime);
+    EXPECT_EQ(o->fuse_options,
+              (std::vector<std::string>{"allow_other", "default_permissions", "ro", "noatime", "nodev", "nosuid"}));
+}
+
+TEST(MountOptions, OptionsBeforePositionalsAndJoinedForm) {
+    auto o = parse({"-d", "-oro", "/a", "/b"});
+    ASSERT_TRUE(o) << o.error().message;
+    EXPECT_TRUE(o->debug);
+    EXPECT_TRUE(o->foreground);
+    EXPECT_TRUE(o->read_only);
+    EXPECT_EQ(o->source, "/a");
+}
+
+TEST(MountOptions, EscapedComma) {
+    auto o = parse({"/a", "/b", "-o", "exclude=a\\,b"});
+    ASSERT_TRUE(o) << o.error().message;
+    EXPECT_EQ(o->excludes, (std::vector<std::string>{"a,b"}));
+}
+
+TEST(MountOptions, Errors) {
+    struct Case {
+        std::vector<const char*> args;
+        const char* message;
+    };
+    std::vector<Case> cases = {
+        {{"/a", "/b", "-o", "bogus"}, "unknown option 'bogus'"},
+        {{"/a", "/b", "-o", "max_fds=abc"}, "max_fds=abc: not a valid number"},
+        {{"/a", "/b", "-o", "max_fds=30000"}, "max_fds=30000: must be between 64 and 19000"},
+        {{"/a", "/b", "-o", "delay="}, "option 'delay' needs a value"},
+        {{"/a", "/b", "-o", "sync=1"}, "option 'sync' takes no value"},
+        {{"/a", "/b", "-o", "mirror=http://x"}, "mirror=http://x: expected rsync://[user@]host[:port]/module"},
+        {{"/a", "/b", "-o", "fsname=x"}, "option 'fsname' is set by syncfs itself"},
+        {{"/a", "/b", "-o"}, "option '-o' needs an argument"},
+        {{"/a", "/b", "-x"}, "unknown option '-x'"},
+        {{"/a"}, "missing MOUNTPOINT"},
+        {{}, "missing SOURCE and MOUNTPOINT"},
+        {{"/a", "/b", "/c"}, "unexpected argument '/c'"},
+    };
+    for (const auto& c : cases) {
+        auto o = parse(c.args);
+        ASSERT_FALSE(o) << c.message;
+        EXPECT_EQ(o.error().message, c.message);
+    }
+}
+
+}  // namespace
+}  // namespace sfs::fs

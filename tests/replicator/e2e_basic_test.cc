@@ -1,0 +1,137 @@
+// End to end: a real syncfs mount replicating to a real syncfsd on 127.0.0.1. Every test
+// ends with `syncfsctl wait` and rsync's verdict that the mirror equals SOURCE.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <random>
+
+#include "tests/replicator/e2e_harness.h"
+
+namespace sfs::e2e {
+namespace {
+
+TEST(E2eBasic, CopyUntarRenameLinkChmodTruncateSparseXattrDelete) {
+    Env env;
+    // Something on both sides before the mount: the initial reconcile fixes the mirror.
+    stdfs::create_directories(env.src + "/old/dir");
+    write_file(env.src + "/old/dir/keep", "keep me");
+    write_file(env.mirror + "/stale", "only on the mirror: deleted");
+    Syncfsd daemon(env);
+    Mount mount(env);
+    const std::string m = env.mnt;
+    // A tree copied in, and an untarred archive.
+    ASSERT_EQ(sh("cp -a /usr/include/linux " + m + "/linux").status, 0);
+    ASSERT_EQ(sh("tar -C /usr/include -cf " + env.root + "/a.tar net netinet").status, 0);
+    ASSERT_EQ(sh("mkdir " + m + "/untar && tar -C " + m + "/untar -xf " + env.root + "/a.tar").status, 0);
+    // Renames of files and directories, hardlinks, symlinks.
+    ASSERT_EQ(sh("mv " + m + "/linux/netfilter " + m + "/netfilter-moved").status, 0);
+    ASSERT_EQ(sh("mv " + m + "/linux/fs.h " + m + "/untar/fs-renamed.h").status, 0);
+    ASSERT_EQ(sh("ln " + m + "/untar/fs-renamed.h " + m + "/hardlink.h").status, 0);
+    ASSERT_EQ(sh("ln -s untar/net " + m + "/symlink-dir && ln -s /etc/hostname " + m + "/abs-link").status, 0);
+    // Attributes.
+    ASSERT_EQ(sh("chmod 0600 " + m + "/hardlink.h && chown 1234:5678 " + m + "/untar/net && touch -d '2001-02-03 04:05:06' " + m +
+                 "/linux/input.h")
+                  .status,
+              0);
+    // Truncate, sparse file, xattrs.
+    ASSERT_EQ(sh("truncate -s 100 " + m + "/linux/input.h && touch -d '2002-01-01' " + m + "/linux/input.h").status, 0);
+    ASSERT_EQ(sh("truncate -s 20M " + m + "/sparse && dd if=/dev/urandom of=" + m +
+                 "/sparse bs=4k count=2 seek=1000 conv=notrunc status=none")
+                  .status,
+              0);
+    ASSERT_EQ(sh("setfattr -n user.color -v blue " + m + "/sparse && setfattr -n user.gone -v x " + m +
+                 "/sparse && setfattr -x user.gone " + m + "/sparse")
+                  .status,
+              0);
+    // Deleting trees.
+    ASSERT_EQ(sh("rm -rf " + m + "/linux/usb " + m + "/old").status, 0);
+    auto w = mount.wait();
+    EXPECT_EQ(w.status, 0) << w.output << mount.log();
+    EXPECT_EQ(env.diff(), "");
+    EXPECT_EQ(sh("cd " + env.mirror + " && getfattr -n user.color --only-values sparse").output, "blue");
+}
+
+TEST(E2eBasic, RandomizedMixedWorkloadFromAFixedSeed) {
+    Env env;
+    Syncfsd daemon(env);
+    Mount mount(env);
+    std::mt19937 rng(20261125);
+    std::vector<std::string> dirs = {""};
+    auto path = [&](const std::string& d, const std::string& n) { return env.mnt + "/" + (d.empty() ? n : d + "/" + n); };
+    for (int i = 0; i < 600; ++i) {
+        const std::string dir = dirs[rng() % dirs.size()];
+        const std::string name = "n" + std::to_string(rng() % 50);
+        const std::string p = path(dir, name);
+        struct stat st;
+        const bool exists = ::lstat(p.c_str(), &st) == 0;
+        switch (rng() % 9) {
+            case 0:
+                if (!exists && dirs.size() < 30 && ::mkdir(p.c_str(), 0755) == 0) {
+                    dirs.push_back(dir.empty() ? name : dir + "/" + name);
+                }
+                break;
+            case 1:
+            case 2:
+                if (!exists || S_ISREG(st.st_mode)) {
+                    std::ofstream f(p, std::ios::binary | std::ios::app);
+                    f << std::string(rng() % 20000, static_cast<char>('a' + rng() % 26));
+                }
+                break;
+            case 3:
+                if (exists && S_ISREG(st.st_mode)) ::truncate(p.c_str(), static_cast<off_t>(rng() % 10000));
+                break;
+            case 4:
+                if (exists && !S_ISDIR(st.st_mode)) ::unlink(p.c_str());
+                break;
+            case 5:
+                if (exists) {
+                    const std::string to = path(dirs[rng() % dirs.size()], "r" + std::to_string(rng() % 50));
+                    if (::rename(p.c_str(), to.c_str()) == 0 && S_ISDIR(st.st_mode)) {
+                        dirs.erase(std::remove_if(dirs.begin(), dirs.end(),
+                                                  [&](const std::string& d) {
+                                                      const std::string full = env.mnt + "/" + d;
+                                                      return full == p || full.starts_with(p + "/");
+                                                  }),
+                                   dirs.end());
+                        dirs.push_back(to.substr(env.mnt.size() + 1));
+                    }
+                }
+                break;
+            case 6:
+                if (exists) ::chmod(p.c_str(), S_ISDIR(st.st_mode) ? 0700 + rng() % 0100 : 0600 + rng() % 0100);
+                break;
+            case 7:
+                if (exists && S_ISREG(st.st_mode)) ::link(p.c_str(), path(dir, "h" + std::to_string(rng() % 50)).c_str());
+                break;
+            default:
+                if (!exists) ::symlink(("t" + std::to_string(rng() % 10)).c_str(), p.c_str());
+                break;
+        }
+    }
+    auto w = mount.wait();
+    EXPECT_EQ(w.status, 0) << w.output << mount.log();
+    EXPECT_EQ(env.diff(), "");
+}
+
+TEST(E2eBasic, StatusShowsTheMirrorAndWaitTimesOutWhenItIsDown) {
+    Env env;
+    Syncfsd daemon(env);
+    Mount mount(env);
+    write_file(env.mnt + "/a", "a");
+    ASSERT_EQ(mount.wait().status, 0);
+    const std::string json = mount.status_json();
+    EXPECT_NE(json.find("\"connected\": true"), std::string::npos) << json;
+    EXPECT_NE(json.find(env.url()), std::string::npos) << json;
+    daemon.kill9();
+    write_file(env.mnt + "/b", "written while the mirror is down");  // never blocks
+    auto w = mount.wait(2);
+    EXPECT_EQ(w.status, 1) << w.output;
+    EXPECT_NE(w.output.find("timeout"), std::string::npos) << w.output;
+    daemon.start();
+    auto w2 = mount.wait();
+    EXPECT_EQ(w2.status, 0) << w2.output;
+    EXPECT_EQ(env.diff(), "");
+}
+
+}  // namespace
+}  // namespace sfs::e2e

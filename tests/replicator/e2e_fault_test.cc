@@ -1,0 +1,87 @@
+// End to end, with faults: syncfs killed, syncfsd killed, the mirror's disk full. Each ends
+// converged with nothing lost and the error visible in the logs and status.
+#include <gtest/gtest.h>
+#include <sys/mount.h>
+
+#include <cstring>
+
+#include <thread>
+
+#include "tests/replicator/e2e_harness.h"
+
+namespace sfs::e2e {
+namespace {
+
+void workload(const std::string& m, int from, int to) {
+    for (int i = from; i < to; ++i) {
+        const std::string d = m + "/w" + std::to_string(i % 7);
+        ::mkdir(d.c_str(), 0755);
+        write_file(d + "/f" + std::to_string(i), std::string(1000 + i * 37 % 9000, static_cast<char>('a' + i % 26)));
+        if (i % 5 == 0) ::rename((d + "/f" + std::to_string(i)).c_str(), (d + "/g" + std::to_string(i)).c_str());
+        if (i % 11 == 0) ::unlink((d + "/f" + std::to_string(i - 1)).c_str());
+    }
+}
+
+TEST(E2eFault, KillNineOfSyncfsMidWorkloadThenRemountConverges) {
+    Env env;
+    Syncfsd daemon(env);
+    {
+        Mount mount(env);
+        std::thread writer([&] { workload(env.mnt, 0, 400); });
+        std::this_thread::sleep_for(300ms);
+        mount.kill9();  // the writer's remaining ops fail on the dead mount
+        writer.join();
+    }
+    ASSERT_FALSE(stdfs::exists(env.state + "/clean"));
+    Mount again(env);
+    workload(env.mnt, 400, 450);
+    auto w = again.wait();
+    EXPECT_EQ(w.status, 0) << w.output << again.log();
+    EXPECT_EQ(env.diff(), "");
+    EXPECT_NE(again.log().find("not clean"), std::string::npos);
+}
+
+TEST(E2eFault, KillAndRestartOfSyncfsdMidWorkloadConverges) {
+    Env env;
+    Syncfsd daemon(env);
+    Mount mount(env);
+    std::thread writer([&] { workload(env.mnt, 0, 600); });
+    for (int i = 0; i < 3; ++i) {
+        std::this_thread::sleep_for(200ms);
+        daemon.kill9();
+        std::this_thread::sleep_for(300ms);
+        daemon.start();
+    }
+    writer.join();
+    auto w = mount.wait();
+    EXPECT_EQ(w.status, 0) << w.output << mount.log();
+    EXPECT_EQ(env.diff(), "");
+    EXPECT_NE(mount.status_json().find("\"reconnects\": "), std::string::npos);
+}
+
+TEST(E2eFault, FullMirrorDiskIsReportedAndConvergesAfterSpaceIsFreed) {
+    char tmpl[] = "/tmp/syncfs-e2e-tmpfs.XXXXXX";
+    const std::string small = ::mkdtemp(tmpl);
+    ASSERT_EQ(::mount("tmpfs", small.c_str(), "tmpfs", 0, "size=2m"), 0) << std::strerror(errno);
+    {
+        Env env(small + "/mirror");
+        Syncfsd daemon(env);
+        Mount mount(env);
+        ASSERT_EQ(sh("head -c 1500000 /dev/zero > " + small + "/filler").status, 0);
+        ASSERT_EQ(sh("head -c 1000000 /dev/urandom > " + env.mnt + "/big").status, 0);
+        auto w = mount.wait(3);
+        EXPECT_EQ(w.status, 1) << w.output;
+        EXPECT_NE(w.output.find("No space left on device"), std::string::npos) << w.output;
+        EXPECT_NE(mount.status_json().find("No space left on device"), std::string::npos) << mount.status_json();
+        EXPECT_NE(mount.log().find("No space left on device"), std::string::npos);
+        ASSERT_EQ(::unlink((small + "/filler").c_str()), 0);
+        auto w2 = mount.wait(120);
+        EXPECT_EQ(w2.status, 0) << w2.output;
+        EXPECT_EQ(env.diff(), "");
+    }
+    ::umount2(small.c_str(), MNT_DETACH);
+    ::rmdir(small.c_str());
+}
+
+}  // namespace
+}  // namespace sfs::e2e

@@ -1,0 +1,209 @@
+// The native protocol end to end against the real syncfsd binary on 127.0.0.1: MirrorLink
+// connects, authenticates through the daemon's shared access-control code, and the daemon's
+// native session applies ops to the module. Also: wrong password, unknown module, read only,
+// chroot, and the per-connection byte counts in the daemon's log.
+#include <xxhash.h>
+
+#include <cstring>
+
+#include "fmt/format.h"
+#include "replicator/mirror_link.h"
+#include "tests/server/daemon_harness.h"
+
+namespace sfs::test {
+namespace {
+
+namespace pn = protocol::native;
+using repl::MirrorLink;
+
+pn::Hash128 hash_of(std::string_view data) {
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, XXH3_128bits(data.data(), data.size()));
+    pn::Hash128 h;
+    std::memcpy(h.data(), c.digest, 16);
+    return h;
+}
+
+struct Mirror {
+    TempDir dir;
+    std::string module = dir / "mirror";
+    std::string state = dir / "state";
+    std::string secrets = dir / "secrets";
+    std::string password_file = dir / "password";
+    Mirror() {
+        std::filesystem::create_directories(module);
+        write_file(secrets, "alice:open sesame\nbob:bobpw\n", 0600);
+        write_file(password_file, "open sesame\n", 0600);
+    }
+    std::string config(const std::string& extra = "") const {
+        return fmt::format(
+            "lock file = {}/lock\n"
+            "[web]\n"
+            "path = {}\n"
+            "read only = no\n"
+            "uid = root\n"
+            "gid = root\n"
+            "use chroot = no\n"
+            "munge symlinks = no\n"
+            "auth users = alice, bob:ro\n"
+            "secrets file = {}\n"
+            "syncfs state dir = {}\n"
+            "{}",
+            dir.path(), module, secrets, state, extra);
+    }
+};
+
+// The connection's log line is written after the client saw the reply: wait up to 5 s.
+bool log_has(const Daemon& d, const std::string& text) {
+    for (int i = 0; i < 100; ++i) {
+        if (d.log().find(text) != std::string::npos) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+}
+
+// Sends a Barrier and returns its Done; error acks seen on the way go to `errors`.
+std::optional<pn::Done> barrier(MirrorLink& link, std::uint64_t id, std::vector<pn::Ack>* errors = nullptr,
+                                bool durable = false) {
+    if (!link.send(pn::Barrier{id, durable})) return std::nullopt;
+    for (;;) {
+        auto m = link.read_reply(std::chrono::seconds(20));
+        if (!m || !*m) return std::nullopt;
+        if (auto* d = std::get_if<pn::Done>(&**m); d && d->id == id) return *d;
+        if (auto* a = std::get_if<pn::Ack>(&**m); a && errors && !(a->flags & pn::kAckCumulative)) errors->push_back(*a);
+    }
+}
+
+TEST(NativeSyncfsd, AuthenticatedReplicationAppliesOps) {
+    if (::geteuid() != 0) GTEST_SKIP() << "uid = root in the module needs root";
+    Mirror s;
+    Daemon d(s.dir, s.config());
+    ASSERT_GT(d.pid(), 0) << d.log();
+    auto link = MirrorLink::connect(fmt::format("rsync://alice@127.0.0.1:{}/web", d.port()), s.password_file, "host-a:/data");
+    ASSERT_TRUE(link.has_value()) << link.error().message << "\n" << d.log();
+    EXPECT_EQ((*link)->hello().applied_seq, 0u);
+    EXPECT_FALSE((*link)->hello().caps & pn::kCapReadOnly);
+    ASSERT_TRUE((*link)->queue(pn::Mkdir{1, "site", 0755, 33, 33}));
+    std::string page = "<html>hello</html>\n";
+    ASSERT_TRUE((*link)->queue(pn::ContentBegin{2, "site/index.html", pn::ContentEncoding::Literal, 0644, 33, 33,
+                                                 page.size(), {1700000000, 0}, {1700000000, 0}}));
+    ASSERT_TRUE((*link)->queue(pn::ContentChunk{2, {page.begin(), page.end()}}));
+    ASSERT_TRUE((*link)->queue(pn::ContentCommit{2, hash_of(page)}));
+    ASSERT_TRUE((*link)->queue(pn::Symlink{3, "site/home.html", "index.html", 33, 33}));
+    ASSERT_TRUE((*link)->flush());
+    std::vector<pn::Ack> errors;
+    auto done = barrier(**link, 1, &errors, /*durable=*/true);
+    ASSERT_TRUE(done.has_value()) << d.log();
+    EXPECT_EQ(done->applied_seq, 3u);
+    EXPECT_TRUE(done->flags & pn::kDoneDurable);
+    for (auto& e : errors) ADD_FAILURE() << e.message;
+    EXPECT_EQ(read_file(s.module + "/site/index.html"), page);
+    struct stat st{};
+    ASSERT_EQ(::stat((s.module + "/site/index.html").c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 33u);
+    EXPECT_EQ(st.st_mtime, 1700000000);
+    EXPECT_EQ(std::filesystem::read_symlink(s.module + "/site/home.html"), "index.html");
+    // The stream's position survives the connection: a new one resumes after seq 3.
+    link->reset();
+    auto again = MirrorLink::connect(fmt::format("rsync://alice@127.0.0.1:{}/web", d.port()), s.password_file, "host-a:/data");
+    ASSERT_TRUE(again.has_value()) << again.error().message;
+    EXPECT_EQ((*again)->hello().applied_seq, 3u);
+    again->reset();
+    EXPECT_TRUE(log_has(d, "protocol=native")) << d.log();
+    EXPECT_TRUE(log_has(d, "user=alice")) << d.log();
+}
+
+TEST(NativeSyncfsd, WrongPasswordIsRefused) {
+    Mirror s;
+    write_file(s.password_file, "not it\n", 0600);
+    Daemon d(s.dir, s.config());
+    ASSERT_GT(d.pid(), 0);
+    auto link = MirrorLink::connect(fmt::format("rsync://alice@127.0.0.1:{}/web", d.port()), s.password_file, "x");
+    ASSERT_FALSE(link.has_value());
+    EXPECT_NE(link.error().message.find("auth failed"), std::string::npos) << link.error().message;
+    EXPECT_NE(link.error().message.find(fmt::format("alice@127.0.0.1:{}/web", d.port())), std::string::npos);
+    EXPECT_TRUE(log_has(d, "auth failed")) << d.log();
+}
+
+TEST(NativeSyncfsd, UnknownModuleIsRefused) {
+    Mirror s;
+    Daemon d(s.dir, s.config());
+    ASSERT_GT(d.pid(), 0);
+    auto link = MirrorLink::connect(fmt::format("rsync://alice@127.0.0.1:{}/nope", d.port()), s.password_file, "x");
+    ASSERT_FALSE(link.has_value());
+    EXPECT_NE(link.error().message.find("Unknown module"), std::string::npos) << link.error().message;
+}
+
+TEST(NativeSyncfsd, ReadOnlyUserGetsErofs) {
+    if (::geteuid() != 0) GTEST_SKIP() << "uid = root in the module needs root";
+    Mirror s;
+    write_file(s.password_file, "bobpw\n", 0600);
+    Daemon d(s.dir, s.config());
+    ASSERT_GT(d.pid(), 0);
+    auto link = MirrorLink::connect(fmt::format("rsync://bob@127.0.0.1:{}/web", d.port()), s.password_file, "bob-stream");
+    ASSERT_TRUE(link.has_value()) << link.error().message << "\n" << d.log();
+    EXPECT_TRUE((*link)->hello().caps & pn::kCapReadOnly);
+    ASSERT_TRUE((*link)->send(pn::Mkdir{1, "x", 0755, 0, 0}));
+    std::vector<pn::Ack> errors;
+    ASSERT_TRUE(barrier(**link, 1, &errors).has_value());
+    ASSERT_EQ(errors.size(), 1u);
+    EXPECT_EQ(errors[0].err, EROFS);
+    EXPECT_FALSE(std::filesystem::exists(s.module + "/x"));
+}
+
+TEST(NativeSyncfsd, ChrootedModuleKeepsStateOutside) {
+    if (::geteuid() != 0) GTEST_SKIP() << "chroot needs root";
+    Mirror s;
+    std::string cfg = s.config();
+    cfg.replace(cfg.find("use chroot = no"), 15, "use chroot = yes");
+    Daemon d(s.dir, cfg);
+    ASSERT_GT(d.pid(), 0);
+    auto link = MirrorLink::connect(fmt::format("rsync://alice@127.0.0.1:{}/web", d.port()), s.password_file, "chrooted");
+    ASSERT_TRUE(link.has_value()) << link.error().message << "\n" << d.log();
+    ASSERT_TRUE((*link)->send(pn::Symlink{1, "abs", "/etc/passwd", 0, 0}));
+    ASSERT_TRUE((*link)->send(pn::Create{2, "f", 0600, 0, 0}));
+    // No /proc inside the chroot: chmod without following symlinks must still work.
+    ASSERT_TRUE((*link)->send(pn::Mkdir{3, "d", 0750, 0, 0}));
+    ASSERT_TRUE((*link)->send(pn::Setattr{4, "f", pn::kAttrMode, 0640, 0, 0, 0, {}, {}}));
+    ASSERT_TRUE((*link)->send(pn::Setattr{5, "abs", pn::kAttrMode, 0600, 0, 0, 0, {}, {}}));  // a symlink: ignored
+    ASSERT_TRUE((*link)->send(pn::Setxattr{6, "f", "user.k", "v"}));
+    std::vector<pn::Ack> errors;
+    auto done = barrier(**link, 1, &errors, true);
+    ASSERT_TRUE(done.has_value()) << d.log();
+    for (auto& e : errors) ADD_FAILURE() << e.message;
+    EXPECT_EQ(std::filesystem::read_symlink(s.module + "/abs"), "/etc/passwd");  // chroot: not munged
+    struct stat st{};
+    ASSERT_EQ(::stat((s.module + "/d").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0750u);
+    ASSERT_EQ(::stat((s.module + "/f").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0640u);
+    EXPECT_TRUE(std::filesystem::exists(s.module + "/f"));
+    EXPECT_TRUE(std::filesystem::exists(s.state + "/web/streams"));  // <state dir>/<module>
+}
+
+TEST(NativeSyncfsd, ModuleRunningAsNobodyKeepsItsState) {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root to drop to nobody";
+    Mirror s;
+    ::chmod(s.module.c_str(), 0777);  // nobody writes the module
+    std::string cfg = s.config();
+    cfg.erase(cfg.find("uid = root\n"), 11);
+    cfg.erase(cfg.find("gid = root\n"), 11);
+    Daemon d(s.dir, cfg);
+    ASSERT_GT(d.pid(), 0);
+    auto url = fmt::format("rsync://alice@127.0.0.1:{}/web", d.port());
+    auto link = MirrorLink::connect(url, s.password_file, "as-nobody");
+    ASSERT_TRUE(link.has_value()) << link.error().message << "\n" << d.log();
+    ASSERT_TRUE((*link)->send(pn::Create{5, "f", 0644, 0, 0}));
+    std::vector<pn::Ack> errors;
+    auto done = barrier(**link, 1, &errors);
+    ASSERT_TRUE(done.has_value()) << d.log();
+    EXPECT_TRUE(errors.empty()) << errors.front().message;
+    EXPECT_FALSE((*link)->hello().caps & pn::kCapOwner);
+    link->reset();
+    auto again = MirrorLink::connect(url, s.password_file, "as-nobody");
+    ASSERT_TRUE(again.has_value()) << again.error().message;
+    EXPECT_EQ((*again)->hello().applied_seq, 5u);
+}
+
+}  // namespace
+}  // namespace sfs::test
