@@ -80,6 +80,8 @@ Result<void> Session::mount() {
         return fail(mountpoint_ + ": cannot mount (see the message above)");
     }
     mounted_ = true;
+    std::lock_guard lock(notify_mu_);
+    can_notify_ = true;
     return {};
 }
 
@@ -102,6 +104,10 @@ Result<void> Session::loop() {
 }
 
 void Session::unmount() {
+    {
+        std::lock_guard lock(notify_mu_);
+        can_notify_ = false;
+    }
     if (mounted_) {
         fuse_session_unmount(se_);
         mounted_ = false;
