@@ -9,7 +9,7 @@
 #include <cstring>
 
 #include "common/unique_fd.h"
-#include "replicator/reconcile.h"
+#include "replicator/reconcile.h"  // excluded(), reconcile_tree()
 
 namespace sfs::repl {
 namespace proto = protocol::native;
@@ -108,7 +108,13 @@ void MirrorReplicator::run() {
             spdlog::info("mirror {}: connected (mirror has applied seq {})", options_.url, (*conn)->hello().applied_seq);
             std::thread reader([this, c = conn->get()] { reader_loop(*c); });
             auto r = session(**conn);
-            if (!r && !stop_) set_error(r.error().message);
+            if (!r && !stop_) {
+                set_error(r.error().message);
+                // The mirror may have died mid-op (a temp file left behind, an op applied
+                // but its seq not stored): check the whole tree once it is back.
+                std::lock_guard lock(mu_);
+                reconcile_wanted_ = true;
+            }
             (*conn)->shutdown();
             reader.join();
             {
@@ -297,6 +303,26 @@ Result<void> MirrorReplicator::send_record(const DecodedRecord& rec) {
     Result<void> result;
     const NodeKey key{r.ino, rec.epoch};
     auto seq = [&] { return next_seq(); };
+    // exclude=: excluded paths never reach the mirror. A rename or link across the boundary
+    // moves a node in or out of view: the next reconcile sends or deletes it.
+    const bool ex1 = excluded(options_.excludes, r.path);
+    const bool two = r.kind == K::Rename || r.kind == K::Link;
+    const bool ex2 = two && excluded(options_.excludes, r.path2);
+    if (ex1 || ex2) {
+        if (r.kind == K::Write) (void)tracker_.take_ranges(index_, key, rec.seq, r.offset, r.length);
+        if (two && ex1 != ex2) {
+            std::lock_guard lock(mu_);
+            reconcile_wanted_ = true;
+        }
+        std::lock_guard lock(mu_);
+        inflight_.back().last_seq = 0;  // nothing sent for it
+        while (!inflight_.empty() && inflight_.front().last_seq <= cum_ack_) {
+            acked_ = std::max(acked_, inflight_.front().record);
+            inflight_bytes_ -= inflight_.front().bytes;
+            inflight_.pop_front();
+        }
+        return {};
+    }
     switch (r.kind) {
         case K::Mkdir:
             result = send(proto::Mkdir{seq(), r.path, static_cast<std::uint32_t>(r.mode & 07777), r.uid, r.gid});
@@ -378,13 +404,25 @@ Result<void> MirrorReplicator::send_write(const DecodedRecord& rec, InFlight& fl
         // `flight` is inflight_.back(): only this thread pushes, the reader pops other entries.
         flight.taken.push_back(InFlight::Taken{key, ranges, tracker_.taken_through(index_, key)});
     }
-    std::optional<std::string> src = tracker_.source_path(key);
-    if (!src && !tracker_.knows(key.ino)) src = r.path;  // not seen live (older process): the record's path, ino checked
-    if (!src) return {};                       // deleted since: a later record removes it
-    UniqueFd fd(::openat(source_dirfd_, src->empty() ? "." : src->c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-    struct stat st;
-    if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_ino != key.ino) {
-        spdlog::debug("mirror {}: '{}' (ino {}) is gone from SOURCE; its data is not sent", options_.url, *src, key.ino);
+    // Open the node in SOURCE by its current name. The fs renames/unlinks on SOURCE a moment
+    // before it reports the change, so a miss while the map still calls the node alive is
+    // retried briefly; once the map drops the node it is really gone (a later record removes
+    // it on the mirror). A node not seen live (an older process) is tried at the record's path.
+    UniqueFd fd;
+    struct stat st{};
+    std::optional<std::string> src;
+    for (int attempt = 0; attempt < 200; ++attempt) {
+        src = tracker_.source_path(key);
+        if (!src && !tracker_.knows(key.ino) && attempt == 0) src = r.path;
+        if (!src) break;
+        fd = UniqueFd(::openat(source_dirfd_, src->empty() ? "." : src->c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+        if (fd && ::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) && st.st_ino == key.ino) break;
+        fd.reset();
+        if (!tracker_.knows(key.ino)) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    if (!fd) {
+        spdlog::debug("mirror {}: '{}' (ino {}) is gone from SOURCE; its data is not sent", options_.url, r.path, key.ino);
         return {};
     }
     std::vector<std::uint8_t> buf;

@@ -94,6 +94,7 @@ struct Replicator::Impl {
     std::vector<std::uint64_t> saved_cursors;
     std::unique_ptr<OutsideChanges> outside;  // the fallback watcher's consumer
     std::unique_ptr<EchoHintSink> echo_sink;
+    std::function<ctl::Fields()> status_source;
 
     void housekeeping() {
         std::unique_lock lock(mu);
@@ -330,6 +331,9 @@ ctl::Fields Replicator::status() const {
     add("journal.bytes", s.journal->stored_bytes());
     add("journal.error", s.journal->last_error());
     s.outside->add_status(f);
+    if (s.status_source) {
+        for (auto& kv : s.status_source()) f.push_back(std::move(kv));
+    }
     add("mirrors", s.mirrors.size());
     for (std::size_t i = 0; i < s.mirrors.size(); ++i) {
         MirrorStatus m = s.mirrors[i]->status();
@@ -376,6 +380,13 @@ std::string Replicator::wait(std::chrono::milliseconds timeout) {
     }
     return {};
 }
+
+void Replicator::note_outside_change(const std::string& path) {
+    spdlog::debug("changed outside the mount: '{}': reconciling", path);
+    for (auto& m : impl_->mirrors) m->request_resync(false);
+}
+
+void Replicator::set_status_source(std::function<ctl::Fields()> source) { impl_->status_source = std::move(source); }
 
 void Replicator::resync() {
     spdlog::info("resync requested: reconciling every mirror");

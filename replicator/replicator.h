@@ -63,6 +63,14 @@ public:
     void resync();
     const std::string& state_dir() const;
 
+    // For the outside-mount watcher (issue 6): a file of SOURCE changed behind the mount's
+    // back. Its mirror copy can no longer be trusted for range writes: every mirror
+    // reconciles (many calls coalesce into one pass; the pass sends librsync deltas).
+    void note_outside_change(const std::string& path);
+    // Extra `key value` fields for `syncfsctl status` (e.g. "watcher.mode fanotify").
+    // Set before start(); called on the control thread.
+    void set_status_source(std::function<protocol::control::Fields()> source);
+
     struct Impl;
 
 private:

@@ -339,6 +339,25 @@ TEST(Replicator, UncleanStopThenRestartLosesNothing) {
     EXPECT_TRUE(stdfs::exists(h.dirs.state + "/clean"));
 }
 
+TEST(Replicator, OutsideChangeIsReconciledWithADelta) {
+    Harness h;
+    h.start();
+    SourceOps ops(h.dirs.src, h.rep->sink());
+    ops.put("f", std::string(1 << 20, 'a'));
+    ASSERT_EQ(h.rep->wait(30s), "");
+    // Written behind the mount's back (no change record), as the watcher would report it.
+    {
+        std::fstream f(h.dirs.src + "/f", std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp(300000);
+        f << "outside";
+    }
+    const std::uint64_t before = h.bytes_sent();
+    h.rep->note_outside_change("f");
+    ASSERT_EQ(h.rep->wait(30s), "");
+    EXPECT_EQ(h.diff(), "");
+    EXPECT_LT(h.bytes_sent() - before, 200u * 1024);  // a delta, not the whole MiB
+}
+
 TEST(Replicator, StatusAndWaitOverTheControlSocket) {
     Harness h;
     h.start();
