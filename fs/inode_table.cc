@@ -151,6 +151,14 @@ void InodeTable::set_name_locked(Inode* inode, Inode* parent, const std::string&
     inode->named = parent != nullptr;
 }
 
+fuse_ino_t InodeTable::known_id(const struct stat& st) noexcept {
+    const SrcId id{st.st_ino, st.st_dev};
+    if (id == root_.id) return FUSE_ROOT_ID;
+    std::lock_guard lock(mu_);
+    auto it = inodes_.find(id);
+    return it == inodes_.end() ? 0 : id_of(it->second.get());
+}
+
 SysResult<Inode*> InodeTable::remember(Inode* parent, const char* name, const struct stat& st,
                                        UniqueFd fd, bool anonymous) noexcept {
     const SrcId id{st.st_ino, st.st_dev};

@@ -110,6 +110,11 @@ public:
         return inode == &root_ ? FUSE_ROOT_ID : reinterpret_cast<fuse_ino_t>(inode);
     }
 
+    // The node id the kernel knows for SOURCE's node `st` (st_dev, st_ino), or 0 when the
+    // kernel never looked it up (nothing cached). Only a number for fuse_lowlevel_notify_*:
+    // the node may be forgotten right after, so never dereference it.
+    fuse_ino_t known_id(const struct stat& st) noexcept;
+
     // A pinned O_PATH fd for `inode` (from the cache, or reopened by handle).
     SysResult<PathFd> path_fd(Inode& inode) noexcept;
 

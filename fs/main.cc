@@ -36,6 +36,7 @@ sfs::Result<std::unique_ptr<sfs::repl::Replicator>> make_replicator(const sfs::f
     r.sync = o.sync;
     r.delay = std::chrono::milliseconds(o.delay_ms);
     r.excludes = o.excludes;
+    r.watch = o.watch;
     r.connector = sfs::repl::mirror_link_connector();
     return sfs::repl::Replicator::create(std::move(r), source_fd.get());
 }
@@ -96,6 +97,8 @@ int main(int argc, char** argv) {
     }
     if (fuse_daemonize(options.foreground ? 1 : 0) != 0) return 1;
     if (replicator) {
+        // The watcher starts inside start(): after the fork (its pid filter is getpid()).
+        replicator->set_invalidator([s = session->get()](const std::string& path) { s->invalidate(path); });
         if (auto s = replicator->start(); !s) {
             spdlog::error("replicator: {}", s.error().message);
             (*session)->unmount();

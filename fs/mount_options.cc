@@ -100,6 +100,14 @@ Result<void> apply_option(std::string_view opt, MountOptions& out) {
         out.log_file = value;
         return {};
     }
+    if (key == "watch") {
+        if (auto r = need_value(); !r) return r;
+        if (value != "off" && value != "auto" && value != "fanotify" && value != "inotify") {
+            return fail("watch=" + std::string(value) + ": expected off, auto, fanotify or inotify");
+        }
+        out.watch = value;
+        return {};
+    }
     if (key == "exclude") {
         if (auto r = need_value(); !r) return r;
         out.excludes.emplace_back(value);
@@ -253,6 +261,7 @@ std::string usage(const char* program) {
            "  -o OPTIONS    comma-separated options:\n"
            "     mirror=rsync://[user@]host[:port]/module  (repeatable, or ';'-separated)\n"
            "     secrets=FILE state=DIR sync delay=MS exclude=PATTERN log=FILE\n"
+           "     watch=off|auto|fanotify|inotify (default auto: changes made outside the mount)\n"
            "     max_fds=N (default 4096) timeout=SECONDS (default 30) threads=N no_writeback\n"
            "     allow_other default_permissions ro noatime relatime ... (see syncfs(8))\n";
 }

@@ -29,6 +29,7 @@ struct MountOptions {
     std::uint32_t delay_ms = 0;         // delay=MS
     std::vector<std::string> excludes;  // exclude=PATTERN, repeatable
     std::string log_file;               // log=FILE
+    std::string watch = "auto";         // watch=off|auto|fanotify|inotify (outside-mount watcher)
 
     // Filesystem behaviour.
     std::uint32_t max_fds = 4096;       // max_fds=N: cap on fds the daemon holds open

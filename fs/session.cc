@@ -106,6 +106,8 @@ Result<void> Session::mount() {
     }
     mounted_ = true;
     raise_readahead(mountpoint_);
+    std::lock_guard lock(notify_mu_);
+    can_notify_ = true;
     return {};
 }
 
@@ -128,6 +130,10 @@ Result<void> Session::loop() {
 }
 
 void Session::unmount() {
+    {
+        std::lock_guard lock(notify_mu_);
+        can_notify_ = false;
+    }
     if (mounted_) {
         fuse_session_unmount(se_);
         mounted_ = false;

@@ -7,6 +7,8 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
+#include <string>
 
 #include "common/result.h"
 #include "fs/change_record.h"
@@ -36,6 +38,11 @@ public:
     // Unmounts (idempotent).
     void unmount();
 
+    // The kernel may cache SOURCE's `path` (relative, "" = root) stale because it changed
+    // outside the mount: drops the node's attributes and pages and the (parent, name) entry.
+    // Call from any thread except a FUSE handler (the notify calls could deadlock there).
+    void invalidate(const std::string& path) noexcept;
+
     FsContext& context() noexcept { return *ctx_; }
 
 private:
@@ -46,6 +53,8 @@ private:
     bool mounted_ = false;
     bool signals_ = false;
     std::string mountpoint_;
+    std::mutex notify_mu_;       // invalidate() vs unmount()
+    bool can_notify_ = false;    // guarded by notify_mu_
 };
 
 }  // namespace sfs::fs

@@ -20,6 +20,7 @@
 #include "replicator/control_server.h"
 #include "replicator/journal.h"
 #include "replicator/mirror_replicator.h"
+#include "replicator/outside_changes.h"
 #include "replicator/state_files.h"
 
 namespace sfs::repl {
@@ -91,6 +92,8 @@ struct Replicator::Impl {
     bool stopping = false;
     bool started = false;
     std::vector<std::uint64_t> saved_cursors;
+    std::unique_ptr<OutsideChanges> outside;  // the fallback watcher's consumer
+    std::unique_ptr<EchoHintSink> echo_sink;
     std::function<ctl::Fields()> status_source;
 
     void housekeeping() {
@@ -219,6 +222,11 @@ Result<std::unique_ptr<Replicator>> Replicator::create(ReplicatorOptions options
             return 0;
         });
     }
+    if (auto w = OutsideChanges::check_mode(options.watch); !w) return std::unexpected(w.error());
+    impl->outside = std::make_unique<OutsideChanges>(options.watch, options.excludes, [p = impl.get()] {
+        for (auto& m : p->mirrors) m->request_resync(false);
+    });
+    impl->echo_sink = std::make_unique<EchoHintSink>(*impl->tracker, *impl->outside);
     impl->options = std::move(options);
     impl->source_dirfd = source_dirfd;
     return std::unique_ptr<Replicator>(new Replicator(std::move(impl)));
@@ -254,6 +262,8 @@ Result<void> Replicator::start() {
     if (!control) return std::unexpected(control.error());
     s.control = std::move(*control);
     s.journal->start_flusher();
+    // Before the initial reconcile: a change made outside the mount during it is reported.
+    if (auto w = s.outside->start(s.source_dirfd, s.options.source); !w) return std::unexpected(w.error());
     for (auto& m : s.mirrors) m->start(/*reconcile=*/true, /*checksum=*/!s.was_clean);
     s.housekeeper = std::thread([&s] { s.housekeeping(); });
     s.started = true;
@@ -261,7 +271,14 @@ Result<void> Replicator::start() {
     return {};
 }
 
-fs::ChangeSink& Replicator::sink() { return *impl_->tracker; }
+fs::ChangeSink& Replicator::sink() {
+    if (impl_->outside->enabled()) return *impl_->echo_sink;
+    return *impl_->tracker;
+}
+
+void Replicator::set_invalidator(std::function<void(const std::string& path)> fn) {
+    impl_->outside->set_invalidator(std::move(fn));
+}
 
 void Replicator::stop(bool clean) {
     Impl& s = *impl_;
@@ -269,6 +286,8 @@ void Replicator::stop(bool clean) {
         std::lock_guard lock(s.mu);
         if (s.stopping) return;
     }
+    // The FUSE session has ended: act on the outside changes delivered so far.
+    s.outside->stop();
     if (clean && s.started) {
         std::string why = wait(s.options.stop_grace);
         if (!why.empty()) spdlog::warn("stopping with changes not yet on every mirror (kept in the journal): {}", why);
@@ -311,6 +330,7 @@ ctl::Fields Replicator::status() const {
     add("journal.first_seq", s.journal->first_seq());
     add("journal.bytes", s.journal->stored_bytes());
     add("journal.error", s.journal->last_error());
+    s.outside->add_status(f);
     if (s.status_source) {
         for (auto& kv : s.status_source()) f.push_back(std::move(kv));
     }
@@ -339,8 +359,10 @@ ctl::Fields Replicator::status() const {
 
 std::string Replicator::wait(std::chrono::milliseconds timeout) {
     Impl& s = *impl_;
-    const std::uint64_t target = s.journal->last_seq();
     const auto deadline = Clock::now() + timeout;
+    // Outside changes seen before the call become reconcile requests first.
+    if (!s.outside->flush(deadline)) return "timeout: outside changes seen by the watcher not yet handled";
+    const std::uint64_t target = s.journal->last_seq();
     for (auto& m : s.mirrors) {
         while (!m->wait_settled(target, std::min(deadline, Clock::now() + std::chrono::milliseconds(200)))) {
             {

@@ -35,6 +35,7 @@ struct ReplicatorOptions {
     std::chrono::milliseconds stop_grace{10000};    // clean stop: wait this long for mirrors
     std::string run_dir = protocol::control::kRunDir;  // where the mountpoint socket link goes
     MirrorConnector connector;          // empty: the native MirrorLink
+    std::string watch = "auto";         // watch=off|auto|fanotify|inotify (docs/watcher.md)
 };
 
 // Parses "a;b" lists and repeated options into one list, dropping empty items.
@@ -48,6 +49,9 @@ public:
     // Starts every thread. Call it in the process that serves the mount (after any fork).
     Result<void> start();
     fs::ChangeSink& sink();
+    // Outside-mount watcher: how the mount's kernel cache of a path changed outside it is
+    // dropped (fs::Session::invalidate). Install before start().
+    void set_invalidator(std::function<void(const std::string& path)> fn);
     // Stops every thread. clean: the FUSE session ended normally; wait up to stop_grace for
     // the mirrors, save cursors and write the clean marker.
     void stop(bool clean);

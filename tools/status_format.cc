@@ -129,7 +129,17 @@ std::string status_text(const protocol::control::Fields& fields) {
     out += "journal    seq " + get("journal.last_seq") + " (durable " + get("journal.durable_seq") + "), " +
            get("journal.bytes") + " bytes on disk\n";
     if (!get("journal.error").empty()) out += "           error: " + get("journal.error") + "\n";
-    if (!get("watcher.mode").empty()) out += "watcher    " + get("watcher.mode") + "\n";
+    if (!get("watcher.mode").empty()) {
+        out += "watcher    " + get("watcher.mode") +
+               (get("watcher.running") == "false" ? ", NOT running" : "") +
+               (get("watcher.events_seen").empty()
+                    ? std::string()
+                    : ", " + get("watcher.events_seen") + " events, " + get("watcher.changes_reported") +
+                          " outside changes, " + get("watcher.own_dropped") + " own dropped, " +
+                          get("watcher.overflows") + " overflows, " + get("watcher.changes_pending") + " pending") +
+               "\n";
+        if (!get("watcher.last_error").empty()) out += "  error    " + get("watcher.last_error") + "\n";
+    }
     const int n = is_integer(get("mirrors")) ? std::stoi(get("mirrors")) : 0;
     for (int i = 0; i < n; ++i) {
         const std::string p = "mirror." + std::to_string(i) + ".";
