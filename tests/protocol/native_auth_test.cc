@@ -18,6 +18,7 @@
 #include <string>
 #include <thread>
 
+#include "tests/support/loopback.h"
 #include "common/unique_fd.h"
 #include "protocol/native/auth.h"
 
@@ -26,16 +27,7 @@ namespace {
 
 namespace stdfs = std::filesystem;
 
-int free_port() {
-    UniqueFd s(::socket(AF_INET, SOCK_STREAM, 0));
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    ::bind(s.get(), reinterpret_cast<sockaddr*>(&a), len);
-    ::getsockname(s.get(), reinterpret_cast<sockaddr*>(&a), &len);
-    return ntohs(a.sin_port);
-}
+using testsupport::free_port;
 
 class RsyncDaemon {
 public:

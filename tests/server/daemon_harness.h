@@ -3,6 +3,8 @@
 // Everything is cleaned up in destructors, so a failing assertion leaves no process behind.
 #pragma once
 
+#include "tests/support/loopback.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -63,17 +65,7 @@ inline std::string read_file(const std::string& path) {
     return ss.str();
 }
 
-inline int free_port() {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    ::close(fd);
-    return ntohs(a.sin_port);
-}
+using testsupport::free_port;
 
 // Connects to [::1]:port; -1 on failure.
 inline int connect_port6(int port) {
