@@ -5,6 +5,7 @@
 #pragma once
 
 #include "tests/support/loopback.h"
+#include "tests/support/process.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -73,31 +74,10 @@ inline bool port_open(int port) {
 }
 
 inline pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
-    pid_t pid = ::fork();
-    if (pid == 0) {
-        ::setpgid(0, 0);
-        int null = ::open("/dev/null", O_RDWR);
-        ::dup2(null, 0);
-        int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-        ::dup2(out, 1);
-        ::dup2(out, 2);
-        std::vector<char*> argv;
-        for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-        argv.push_back(nullptr);
-        ::execv(argv[0], argv.data());
-        ::_exit(127);
-    }
-    return pid;
+    return testsupport::spawn_logged(args, log, /*own_group=*/true);
 }
 
-inline bool wait_exit(pid_t pid, std::chrono::milliseconds timeout) {
-    const auto end = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < end) {
-        if (::waitpid(pid, nullptr, WNOHANG) == pid) return true;
-        std::this_thread::sleep_for(20ms);
-    }
-    return false;
-}
+using testsupport::wait_exit;
 
 // Directories of one test plus the syncfsd config.
 struct Env {
@@ -209,9 +189,9 @@ public:
         return false;
     }
     void unmount() {
-        sh("fusermount3 -u " + env_.mnt);
+        auto um = sh("fusermount3 -u " + env_.mnt);
         if (!wait_exit(pid_, 30s)) {
-            ADD_FAILURE() << "syncfs did not exit after umount";
+            ADD_FAILURE() << "syncfs did not exit after umount (fusermount3: " << um.status << " " << um.output << ", still mounted: " << mounted() << ")\n" << sh("fuser -vm " + env_.mnt + " 2>&1").output << log();
             kill9();
             return;
         }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "tests/support/loopback.h"
+#include "tests/support/process.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -207,19 +208,7 @@ private:
         std::vector<std::string> args = {SYNCFSD_BIN, "--config", config_, "--no-detach", "--port",
                                          std::to_string(port_), "--address", address_, "--log-file", log_};
         args.insert(args.end(), extra.begin(), extra.end());
-        pid_t pid = ::fork();
-        if (pid == 0) {
-            int null = ::open("/dev/null", O_RDWR);
-            ::dup2(null, 0);
-            int out = ::open((log_ + ".stderr").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-            ::dup2(out, 1);
-            ::dup2(out, 2);
-            std::vector<char*> argv;
-            for (auto& a : args) argv.push_back(a.data());
-            argv.push_back(nullptr);
-            ::execv(argv[0], argv.data());
-            ::_exit(127);
-        }
+        pid_t pid = testsupport::spawn_logged(args, log_ + ".stderr");
         pid_ = pid;
         for (int i = 0; i < 100; ++i) {
             int st;
