@@ -96,13 +96,20 @@ void OutsideChanges::run() {
 bool OutsideChanges::flush(Clock::time_point deadline) {
     if (!watcher_) return true;
     // Events made before the call may still be in the kernel queue or held by the watcher
-    // (echo delay, move pairing): wait until it has been quiet for a settle period.
+    // (echo delay, move pairing): wait until it has been quiet for a settle period longer
+    // than those holds. Quiet means no change *about SOURCE* was delivered: raw kernel events
+    // do not count, because a filesystem-wide fanotify mark also sees every other writer on
+    // the same filesystem, and on a busy server that would never be quiet.
     const auto settle = std::chrono::milliseconds(300);
-    std::uint64_t seen = watcher_->status().events_seen;
+    auto activity = [&] {
+        watch::WatchStatus st = watcher_->status();
+        return st.changes_reported + st.overflows;
+    };
+    std::uint64_t seen = activity();
     auto quiet_since = Clock::now();
     for (;;) {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        const std::uint64_t now_seen = watcher_->status().events_seen;
+        const std::uint64_t now_seen = activity();
         if (now_seen != seen) {
             seen = now_seen;
             quiet_since = Clock::now();

@@ -357,11 +357,29 @@ ctl::Fields Replicator::status() const {
     return f;
 }
 
+namespace {
+
+// "mirror URL has acknowledged seq A of T (connected, idle, last error: ...)": what a
+// timed-out wait tells the operator about one mirror.
+std::string describe_lag(const MirrorStatus& st, std::uint64_t target) {
+    return "mirror " + st.url + " has acknowledged seq " + std::to_string(st.acked_seq) + " of " +
+           std::to_string(target) + " (" + (st.connected ? "connected" : "not connected") + ", " + st.state +
+           (st.reconcile_pending ? ", reconcile pending" : "") +
+           (st.last_error.empty() ? std::string() : ", last error: " + st.last_error) + ")";
+}
+
+}  // namespace
+
 std::string Replicator::wait(std::chrono::milliseconds timeout) {
     Impl& s = *impl_;
     const auto deadline = Clock::now() + timeout;
     // Outside changes seen before the call become reconcile requests first.
-    if (!s.outside->flush(deadline)) return "timeout: outside changes seen by the watcher not yet handled";
+    if (!s.outside->flush(deadline)) {
+        // Say why they are still pending: usually a mirror that refuses them.
+        std::string why = "timeout: outside changes seen by the watcher not yet handled";
+        for (auto& m : s.mirrors) why += "; " + describe_lag(m->status(), s.journal->last_seq());
+        return why;
+    }
     const std::uint64_t target = s.journal->last_seq();
     for (auto& m : s.mirrors) {
         while (!m->wait_settled(target, std::min(deadline, Clock::now() + std::chrono::milliseconds(200)))) {
@@ -369,13 +387,7 @@ std::string Replicator::wait(std::chrono::milliseconds timeout) {
                 std::lock_guard lock(s.mu);
                 if (s.stopping) return "syncfs is stopping";
             }
-            if (Clock::now() >= deadline) {
-                MirrorStatus st = m->status();
-                return "timeout: mirror " + st.url + " has acknowledged seq " + std::to_string(st.acked_seq) + " of " +
-                       std::to_string(target) + " (" + (st.connected ? "connected" : "not connected") + ", " +
-                       st.state + (st.reconcile_pending ? ", reconcile pending" : "") +
-                       (st.last_error.empty() ? std::string() : ", last error: " + st.last_error) + ")";
-            }
+            if (Clock::now() >= deadline) return "timeout: " + describe_lag(m->status(), target);
         }
     }
     return {};
