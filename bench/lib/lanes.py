@@ -90,8 +90,9 @@ def run_lanes(ctx, workdir, tool, trees, lanes, samples, timeout):
         for tree in trees:
             wait_converged(tree.src, tree.mirror, timeout=120)
         t_zero = time.monotonic() + 0.5
-        threads = [threading.Thread(target=lane.run, args=(t_zero, repeats, timeout))
-                   for lane, _ in starts]
+        # Daemon threads: a SIGINT in the main thread must not wait for polling lanes.
+        threads = [threading.Thread(target=lane.run, args=(t_zero, repeats, timeout),
+                                    daemon=True) for lane, _ in starts]
         for t in threads:
             t.start()
         for t in threads:
