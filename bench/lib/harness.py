@@ -21,10 +21,10 @@ class Proxy:
     """The byte-counting proxy (wireproxy.py) run as its own process, so its work never
     competes with the latency poller for the interpreter lock."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, name="proxy"):
         self.port = self._free_port()
-        self.control = os.path.join(workdir, "proxy.sock")
-        self.group = CpuGroup("proxy")
+        self.control = os.path.join(workdir, f"{name}.sock")
+        self.group = CpuGroup(name)
         self.proc = self.group.popen([sys.executable, os.path.join(HERE, "wireproxy.py"),
                                       "--listen", str(self.port), "--control", self.control],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -87,15 +87,58 @@ def write_file(path, data):
         os.close(fd)
 
 
+class Phases:
+    """Wall-clock time of each phase of a run, so a run says where its time went.
+    Use: `with phases("start", detail): ...`; summary() sums the time per kind."""
+
+    def __init__(self):
+        self.t0 = time.monotonic()
+        self.rows = []        # (kind, detail, seconds)
+
+    def __call__(self, kind, detail=""):
+        return _PhaseTimer(self, kind, detail)
+
+    def total(self):
+        return time.monotonic() - self.t0
+
+    def summary(self):
+        per_kind = {}
+        for kind, _, secs in self.rows:
+            per_kind[kind] = per_kind.get(kind, 0.0) + secs
+        lines = [f"{kind:32s} {secs:7.1f} s" for kind, secs in
+                 sorted(per_kind.items(), key=lambda kv: -kv[1])]
+        lines.append(f"{'total (wall clock)':32s} {self.total():7.1f} s")
+        return "\n".join(lines)
+
+
+class _PhaseTimer:
+    def __init__(self, phases, kind, detail):
+        self.phases, self.kind, self.detail = phases, kind, detail
+
+    def __enter__(self):
+        self.t0 = time.monotonic()
+        return self
+
+    def __exit__(self, *exc):
+        self.phases.rows.append((self.kind, self.detail, time.monotonic() - self.t0))
+        return False
+
+
 class Tree:
-    """SOURCE and MIRROR of `nfiles` 4 KiB files in directories of 1000, converged by a local
-    `rsync -a` before any tool runs (so every tool starts from a converged pair)."""
+    """SOURCE and MIRROR of `nfiles` 4 KiB files in directories of 1000 (d000, d001, ...),
+    converged by a local `rsync -a` before any tool runs (so every tool starts from a converged
+    pair). `rename_dir` is the current name of the first directory, which the rename scenario
+    renames back and forth (so the tree keeps exactly `nfiles` files)."""
 
     def __init__(self, workdir, nfiles):
         self.nfiles = nfiles
         self.base = os.path.join(workdir, f"tree{nfiles}")
         self.src = os.path.join(self.base, "src")
         self.mirror = os.path.join(self.base, "mirror")
+        self.rename_dir = "d000"
+
+    def label(self):
+        return f"{self.nfiles // 1000}k" if self.nfiles >= 1000 else str(self.nfiles)
 
     def populate(self):
         rnd = random.Random(self.nfiles)

@@ -9,6 +9,8 @@ import os
 import shutil
 import subprocess
 
+from scenarios import IDLE_CAP
+
 
 def fmt_time(s):
     if s is None:
@@ -33,7 +35,7 @@ def fmt_cpu(s):
 
 
 def fmt_idle(s):
-    return "still busy (> 30 s after convergence)" if s is None else fmt_time(s)
+    return f"still busy (> {IDLE_CAP:.0f} s after convergence)" if s is None else fmt_time(s)
 
 
 def fmt_ratio(s):

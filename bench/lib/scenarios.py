@@ -1,7 +1,17 @@
-"""The measured workloads. Each scenario is prepare(tree, tag) -> state (run before the tool
-starts, so its files are part of the converged starting tree) and measure(ctx, tool, tree,
-state) -> {metric: value}. Times are wall-clock seconds from time.perf_counter(); "on the
-mirror" always means read back from the MIRROR directory with the expected content.
+"""The measured workloads, run on a Tree while one tool runs on it.
+
+A scenario has
+  fixture(tree)            tree-level setup before any tool starts (default: nothing), part of
+                           the converged starting pair every tool sees;
+  prepare(root, tag)       per tool run: make its own directory below `root` (the SOURCE while
+                           no tool runs, the tool's write root otherwise) -> state;
+  leftovers(tag)           directories that prepare/measure leave behind, removed from SOURCE
+                           and MIRROR while the tool is stopped;
+  measure(ctx, tool, tree, state) -> {metric: value}.
+`leaves_files` marks scenarios whose leftovers would change the tree the next scenario sees
+(thousands of files): the tool is restarted after them on a cleaned tree.
+Times are wall-clock seconds from time.perf_counter(); "on the mirror" always means read back
+from the MIRROR directory with the expected content.
 """
 import os
 import random
@@ -15,7 +25,7 @@ POLL = 0.001          # latency poller period: cheap stat/read of one mirror fil
 MiB = 1024 * 1024
 
 
-IDLE_CAP = 30.0       # how long to wait for a tool to stop sending after a burst/sustained run
+IDLE_CAP = 10.0       # how long to wait for a tool to stop sending after a burst/sustained run
 
 
 class ScenarioError(Exception):
@@ -28,48 +38,84 @@ def _idle_after(ctx, t_end):
     return None if ctx.proxy.idle_at is None else max(0.0, ctx.proxy.idle_at - t_end)
 
 
-def _wait_file(path, data, deadline):
-    while True:
-        try:
-            with open(path, "rb") as f:
-                if f.read() == data:
-                    return time.perf_counter()
-        except FileNotFoundError:
-            pass
+def _wait_until(done, deadline, what, period):
+    """Poll done() every `period` s; perf_counter() when it first holds, ScenarioError(what)
+    once `deadline` (perf_counter) passed."""
+    while not done():
         if time.perf_counter() > deadline:
-            raise ScenarioError(f"{path} did not reach the mirror with its content in time")
-        time.sleep(POLL)
+            raise ScenarioError(what)
+        time.sleep(period)
+    return time.perf_counter()
+
+
+def _holds(path, data):
+    try:
+        with open(path, "rb") as f:
+            return f.read() == data
+    except FileNotFoundError:
+        return False
+
+
+def _wait_file(path, data, deadline):
+    return _wait_until(lambda: _holds(path, data), deadline,
+                       f"{path} did not reach the mirror with its content in time", POLL)
+
+
+def latency_sample(write_root, mirror, d, i, timeout):
+    """One latency sample: write file d/fNNN (4 KiB, fresh random) below write_root, return the
+    seconds until MIRROR/d/fNNN holds that content."""
+    data = os.urandom(FILE_SIZE)
+    name = os.path.join(d, f"f{i:03d}")
+    t0 = time.perf_counter()
+    write_file(os.path.join(write_root, name), data)
+    return _wait_file(os.path.join(mirror, name), data, t0 + timeout) - t0
+
+
+class Scenario:
+    name = "?"
+    prefix = None         # own directory "<prefix>-<tag>" per tool run, or None
+    leaves_files = False
+
+    def fixture(self, tree):
+        pass
+
+    def prepare(self, root, tag):
+        if self.prefix is None:
+            return None
+        d = f"{self.prefix}-{tag}"
+        os.makedirs(os.path.join(root, d), exist_ok=True)
+        return d
+
+    def leftovers(self, tag):
+        return [] if self.prefix is None else [f"{self.prefix}-{tag}"]
 
 
 # ---------------------------------------------------------------- latency
-class Latency:
+class Latency(Scenario):
     name = "latency"
+    prefix = "lat"
 
     def __init__(self, repeats, timeout):
         self.repeats = repeats
         self.timeout = timeout
 
-    def prepare(self, tree, tag):
-        d = f"lat-{tag}"
-        os.makedirs(os.path.join(tree.src, d), exist_ok=True)
-        return d
-
-    def measure(self, ctx, tool, tree, d, repeats=None):
+    def measure(self, ctx, tool, tree, d):
         rnd = random.Random()
         lat = []
-        for i in range(repeats or self.repeats):
-            data = os.urandom(FILE_SIZE)
-            src = os.path.join(tool.write_root, d, f"f{i:03d}")
-            dst = os.path.join(tree.mirror, d, f"f{i:03d}")
-            t0 = time.perf_counter()
-            write_file(src, data)
-            t1 = _wait_file(dst, data, t0 + self.timeout)
-            lat.append(t1 - t0)
+        for i in range(self.repeats):
+            lat.append(latency_sample(tool.write_root, tree.mirror, d, i, self.timeout))
             # Let the tool finish whatever the event set off, so repeats are independent.
             ctx.proxy.quiesce(quiet=0.15, cap=5)
             time.sleep(rnd.uniform(0, 0.05))
-        return {"p50": percentile(lat, 50), "p99": percentile(lat, 99), "n": len(lat),
-                "samples": lat}
+        return latency_result(lat)
+
+
+def latency_result(lat, note=None):
+    res = {"p50": percentile(lat, 50), "p99": percentile(lat, 99), "n": len(lat),
+           "samples": lat}
+    if note:
+        res["note"] = note
+    return res
 
 
 # ---------------------------------------------------------------- burst
@@ -85,17 +131,14 @@ def write_burst(root, nfiles, rnd):
     return names
 
 
-class Burst:
+class Burst(Scenario):
     name = "burst"
+    prefix = "burst"
+    leaves_files = True
 
     def __init__(self, nfiles, timeout):
         self.nfiles = nfiles
         self.timeout = timeout
-
-    def prepare(self, tree, tag):
-        d = f"burst-{tag}"
-        os.makedirs(os.path.join(tree.src, d), exist_ok=True)
-        return d
 
     def native_time(self, tree):
         """The same writer against a directory no tool watches, on the same filesystem."""
@@ -115,23 +158,13 @@ class Burst:
         names = write_burst(os.path.join(tool.write_root, d), self.nfiles, random.Random(2))
         t_last = time.perf_counter()
         pending = [os.path.join(tree.mirror, d, n) for n in names]
-        deadline = t_last + self.timeout
-        while pending:
-            left = []
-            for p in pending:
-                try:
-                    if os.stat(p).st_size != FILE_SIZE:
-                        left.append(p)
-                except FileNotFoundError:
-                    left.append(p)
-            pending = left
-            if not pending:
-                break
-            if time.perf_counter() > deadline:
-                raise ScenarioError(f"{len(pending)} of {self.nfiles} burst files not on the "
-                                    f"mirror {self.timeout:.0f} s after the last write")
-            time.sleep(0.005)
-        t_conv = time.perf_counter()
+
+        def all_there():
+            pending[:] = [p for p in pending if not _has_size(p, FILE_SIZE)]
+            return not pending
+        t_conv = _wait_until(all_there, t_last + self.timeout,
+                             f"burst files not all on the mirror {self.timeout:.0f} s after "
+                             "the last write", 0.005)
         b1 = ctx.proxy.quiesce(quiet=1.0, cap=IDLE_CAP)
         cpu = tool.group.cpu_seconds() - c0
         idle = _idle_after(ctx, t_last)
@@ -144,116 +177,116 @@ class Burst:
                 "converge": t_conv - t_last, "bytes": b1 - b0, "cpu": cpu, "idle": idle}
 
 
+def _has_size(path, size):
+    try:
+        return os.stat(path).st_size == size
+    except FileNotFoundError:
+        return False
+
+
 # ---------------------------------------------------------------- rename
-class Rename:
+class Rename(Scenario):
+    """Renames the tree's first directory of 1000 files (Tree.rename_dir) to a new name; the
+    next tool run renames it back, so the tree keeps its size and every tool renames the same
+    1000 files, already on the mirror."""
     name = "rename"
-
-    def __init__(self, nfiles, timeout):
-        self.nfiles = nfiles
-        self.timeout = timeout
-
-    def prepare(self, tree, tag):
-        d = f"ren-{tag}"
-        a = os.path.join(tree.src, d, "a")
-        shutil.rmtree(os.path.join(tree.src, d), ignore_errors=True)
-        os.makedirs(a)
-        rnd = random.Random(3)
-        for i in range(self.nfiles):
-            write_file(os.path.join(a, f"f{i:04d}"), rnd.randbytes(FILE_SIZE))
-        return d
-
-    def measure(self, ctx, tool, tree, d):
-        ma, mb = os.path.join(tree.mirror, d, "a"), os.path.join(tree.mirror, d, "b")
-        b0 = ctx.proxy.quiesce(quiet=0.3, cap=5)
-        t0 = time.perf_counter()
-        os.rename(os.path.join(tool.write_root, d, "a"), os.path.join(tool.write_root, d, "b"))
-        deadline = t0 + self.timeout
-        while True:
-            if not os.path.exists(ma) and os.path.isdir(mb):
-                try:
-                    with os.scandir(mb) as it:
-                        ok = sum(1 for e in it if e.is_file() and e.stat().st_size == FILE_SIZE)
-                except FileNotFoundError:
-                    ok = 0
-                if ok == self.nfiles:
-                    break
-            if time.perf_counter() > deadline:
-                raise ScenarioError(f"renamed directory not converged on the mirror in "
-                                    f"{self.timeout:.0f} s")
-            time.sleep(POLL * 2)
-        t1 = time.perf_counter()
-        b1 = ctx.proxy.quiesce(quiet=1.0, cap=20)
-        return {"time": t1 - t0, "bytes": b1 - b0}
-
-
-# ---------------------------------------------------------------- 4 KiB in a 1 GiB file
-class BigFile:
-    name = "bigfile"
-    SIZE = 1024 * MiB
-    OFFSET = 512 * MiB
 
     def __init__(self, timeout):
         self.timeout = timeout
 
-    def prepare(self, tree, tag):
-        path = os.path.join(tree.src, "big", "big.bin")
-        if not os.path.exists(path):
-            os.makedirs(os.path.dirname(path))
-            with open(path, "wb") as f:
-                for _ in range(self.SIZE // (16 * MiB)):
-                    f.write(os.urandom(16 * MiB))
-            # Seed the mirror locally: the scenario measures the change, not the first copy.
-            tree.sync_locally()
-        return "big/big.bin"
+    def measure(self, ctx, tool, tree, _state):
+        old = tree.rename_dir
+        new = "d000" if old != "d000" else "d000-renamed"
+        nfiles = len(os.listdir(os.path.join(tool.write_root, old)))
+        ma, mb = os.path.join(tree.mirror, old), os.path.join(tree.mirror, new)
 
-    def measure(self, ctx, tool, tree, rel):
-        data = os.urandom(FILE_SIZE)
-        dst = os.path.join(tree.mirror, rel)
+        def converged():
+            if os.path.exists(ma) or not os.path.isdir(mb):
+                return False
+            try:
+                with os.scandir(mb) as it:
+                    return sum(1 for e in it if e.is_file() and e.stat().st_size == FILE_SIZE) \
+                        == nfiles
+            except FileNotFoundError:
+                return False
         b0 = ctx.proxy.quiesce(quiet=0.3, cap=5)
         t0 = time.perf_counter()
-        fd = os.open(os.path.join(tool.write_root, rel), os.O_WRONLY)
+        os.rename(os.path.join(tool.write_root, old), os.path.join(tool.write_root, new))
+        tree.rename_dir = new
+        t1 = _wait_until(converged, t0 + self.timeout, "renamed directory not converged on "
+                         f"the mirror in {self.timeout:.0f} s", POLL * 2)
+        b1 = ctx.proxy.quiesce(quiet=1.0, cap=20)
+        return {"time": t1 - t0, "bytes": b1 - b0, "files": nfiles}
+
+
+# ---------------------------------------------------------------- 4 KiB in a 1 GiB file
+class BigFile(Scenario):
+    """One 1 GiB random file per tree, made before any tool starts (the scenario measures the
+    change, not the first copy); every tool run overwrites 4 KiB in its middle with fresh data."""
+    name = "bigfile"
+    SIZE = 1024 * MiB
+    OFFSET = 512 * MiB
+    REL = os.path.join("big", "big.bin")
+
+    def __init__(self, timeout, workdir):
+        self.timeout = timeout
+        self.cache = os.path.join(workdir, "big.cache")
+
+    def fixture(self, tree):
+        """Random data made once per run (about 4 s of CPU per GiB), copied into each tree."""
+        if not os.path.exists(self.cache):
+            with open(self.cache + ".tmp", "wb") as f:
+                for _ in range(self.SIZE // (16 * MiB)):
+                    f.write(os.urandom(16 * MiB))
+            os.rename(self.cache + ".tmp", self.cache)
+        src, dst = os.path.join(tree.src, self.REL), os.path.join(tree.mirror, self.REL)
+        for path in (src, dst):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        shutil.copyfile(self.cache, src)
+        # Seed the mirror locally (same content and mtime, as `rsync -a` would leave it).
+        shutil.copy2(src, dst)
+
+    def measure(self, ctx, tool, tree, _state):
+        data = os.urandom(FILE_SIZE)
+        dst = os.path.join(tree.mirror, self.REL)
+
+        def changed():
+            try:
+                fd = os.open(dst, os.O_RDONLY)
+            except FileNotFoundError:
+                return False
+            try:
+                return (os.fstat(fd).st_size == self.SIZE
+                        and os.pread(fd, FILE_SIZE, self.OFFSET) == data)
+            finally:
+                os.close(fd)
+        b0 = ctx.proxy.quiesce(quiet=0.3, cap=5)
+        t0 = time.perf_counter()
+        fd = os.open(os.path.join(tool.write_root, self.REL), os.O_WRONLY)
         try:
             os.pwrite(fd, data, self.OFFSET)
         finally:
             os.close(fd)
-        deadline = t0 + self.timeout
-        while True:
-            try:
-                fd = os.open(dst, os.O_RDONLY)
-                try:
-                    if (os.fstat(fd).st_size == self.SIZE
-                            and os.pread(fd, FILE_SIZE, self.OFFSET) == data):
-                        break
-                finally:
-                    os.close(fd)
-            except FileNotFoundError:
-                pass
-            if time.perf_counter() > deadline:
-                raise ScenarioError(f"changed block not on the mirror in {self.timeout:.0f} s")
-            time.sleep(0.005)
-        t1 = time.perf_counter()
+        t1 = _wait_until(changed, t0 + self.timeout,
+                         f"changed block not on the mirror in {self.timeout:.0f} s", 0.005)
         b1 = ctx.proxy.quiesce(quiet=1.0, cap=30)
         return {"time": t1 - t0, "bytes": b1 - b0}
 
 
 # ---------------------------------------------------------------- sustained mixed workload
-class Sustained:
+class Sustained(Scenario):
     """`rate` ops/s for `duration` s: 40% create (4 KiB), 30% append (1 KiB), 15% rename,
     15% delete. Appends/renames/deletes only touch files whose previous change is already on
     the mirror, so every op has its own, unambiguous "visible on the mirror" moment; its lag is
     that moment minus the op's time. A monitor thread checks pending ops every 2 ms."""
     name = "sustained"
+    prefix = "sus"
+    leaves_files = True
 
     def __init__(self, duration, rate, grace):
         self.duration = duration
         self.rate = rate
         self.grace = grace
-
-    def prepare(self, tree, tag):
-        d = f"sus-{tag}"
-        shutil.rmtree(os.path.join(tree.src, d), ignore_errors=True)
-        os.makedirs(os.path.join(tree.src, d))
-        return d
 
     def measure(self, ctx, tool, tree, d):
         rnd = random.Random(4)
@@ -266,13 +299,7 @@ class Sustained:
         stop = threading.Event()
 
         def check_content(name):
-            def ok():
-                try:
-                    with open(os.path.join(mroot, name), "rb") as f:
-                        return f.read() == contents[name]
-                except FileNotFoundError:
-                    return False
-            return ok
+            return lambda: _holds(os.path.join(mroot, name), contents[name])
 
         def check_gone(name):
             return lambda: not os.path.exists(os.path.join(mroot, name))

@@ -125,22 +125,46 @@ class Classic(Tool):
         self.write_root = tree.src
 
 
-class Lsyncd(Tool):
-    """lsyncd default.rsync; delay None = lsyncd's own default (15 s in 2.2)."""
-
-    def __init__(self, ctx, delay):
-        super().__init__(ctx)
-        self.delay = delay
-        self.name = "lsyncd" if delay is None else f"lsyncd{delay}"
-        self.label = "lsyncd (default delay)" if delay is None else f"lsyncd delay={delay}"
-        self.delay_s = 15.0 if delay is None else float(delay)
+class RsyncDaemon(Tool):
+    """Only the stock rsync daemon on a tree's MIRROR, behind ctx.proxy: shared by the lsyncd
+    lanes of one tree (see lanes.py)."""
+    name = "rsyncd"
+    label = "rsync --daemon"
 
     def start(self, tree, tag):
         self._new_group(tag)
         self._start_rsync_daemon(tree.mirror)
+
+
+class Lsyncd(Tool):
+    """lsyncd default.rsync; delay None = lsyncd's own default (15 s in 2.2).
+    `exclude`: source-relative directories this instance ignores (lsyncd's `exclude`, so no
+    event below them is queued and its rsync runs neither send nor delete there).
+    own_daemon=False: use the rsync daemon already behind ctx.proxy (an RsyncDaemon)."""
+
+    def __init__(self, ctx, delay, exclude=(), own_daemon=True):
+        super().__init__(ctx)
+        self.delay = delay
+        self.exclude = list(exclude)
+        self.own_daemon = own_daemon
+        self.name = "lsyncd" if delay is None else f"lsyncd{delay}"
+        self.label = "lsyncd (default delay)" if delay is None else f"lsyncd delay={delay}"
+        self.delay_s = 15.0 if delay is None else float(delay)
+
+    def lane(self, ctx, exclude):
+        """An independent instance with the same settings, for a parallel lane."""
+        return Lsyncd(ctx, self.delay, exclude=exclude, own_daemon=False)
+
+    def start(self, tree, tag):
+        self._new_group(tag)
+        if self.own_daemon:
+            self._start_rsync_daemon(tree.mirror)
         log = os.path.join(self.logdir, "lsyncd.log")
         conf = os.path.join(self.logdir, "lsyncd.conf.lua")
-        delay = "" if self.delay is None else f"    delay = {self.delay},\n"
+        extra = "" if self.delay is None else f"    delay = {self.delay},\n"
+        if self.exclude:
+            extra += ("    exclude = { " + ", ".join(f'"/{d}/"' for d in self.exclude)
+                      + " },\n")
         with open(conf, "w") as f:
             f.write("settings {\n"
                     "    nodaemon = true,\n"
@@ -151,7 +175,7 @@ class Lsyncd(Tool):
                     "    default.rsync,\n"
                     f"    source = \"{tree.src}/\",\n"
                     f"    target = \"{self.url()}/\",\n"
-                    f"{delay}"
+                    f"{extra}"
                     "    rsync = { archive = true, compress = true },\n"
                     "}\n")
         self.proc = self.group.popen(["lsyncd", "-nodaemon", conf],
