@@ -59,6 +59,13 @@ void set_node_attrs(ChangeRecord& rec, const struct stat& st) noexcept {
 
 void emit_write(FsContext& ctx, Inode& inode, std::uint64_t offset, std::uint64_t length) noexcept {
     try {
+        // The path and the record's place in the change stream are taken together under
+        // ns_mu, the lock every namespace op holds from its syscall to its record: a
+        // rename racing with this write is then either wholly before the record (and the
+        // path is the new name) or wholly after it. Without the lock the record could
+        // carry the old name behind the rename's record, and the mirror would write into
+        // whatever holds that name by then.
+        std::lock_guard lock(ctx.ns_mu);
         auto path = ctx.table.path_of(inode);
         if (!path) return;
         ChangeRecord rec;
