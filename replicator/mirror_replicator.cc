@@ -567,7 +567,8 @@ Result<void> MirrorReplicator::session(MirrorConnection& conn) {
         }
         if (do_reconcile) {
             const std::uint64_t journal_before = journal_.last_seq();
-            auto r = reconcile_tree(*this, source_dirfd_, options_.excludes, checksum);
+            auto r = reconcile_tree(*this, source_dirfd_, options_.excludes, checksum,
+                                    /*xattrs=*/conn.hello().version >= proto::kXattrListVersion);
             if (!r) {
                 std::lock_guard lock(mu_);
                 reconcile_wanted_ = true;

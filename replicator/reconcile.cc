@@ -19,6 +19,8 @@
 #include <unordered_map>
 
 #include "common/unique_fd.h"
+#include "common/xattrs.h"
+#include "protocol/native/xattr_summary.h"
 
 namespace sfs::repl {
 namespace proto = protocol::native;
@@ -139,14 +141,15 @@ Result<void> pump(rs_job_t* job, const std::function<ssize_t(char*, std::size_t)
 
 class Reconciler {
 public:
-    Reconciler(MirrorChannel& ch, int source, const std::vector<std::string>& excludes, bool checksum)
-        : ch_(ch), source_(source), excludes_(excludes), checksum_(checksum) {}
+    Reconciler(MirrorChannel& ch, int source, const std::vector<std::string>& excludes, bool checksum, bool xattrs)
+        : ch_(ch), source_(source), excludes_(excludes), checksum_(checksum), xattrs_(xattrs) {}
 
     Result<void> run() {
         const auto started = std::chrono::steady_clock::now();
         ch_.progress(std::string("reconcile: listing the mirror") + (checksum_ ? " with checksums" : ""));
         std::string incomplete;
-        const std::uint32_t flags = proto::kListRecursive | (checksum_ ? std::uint32_t{proto::kListChecksums} : 0u);
+        const std::uint32_t flags = proto::kListRecursive | (checksum_ ? std::uint32_t{proto::kListChecksums} : 0u) |
+                                    (xattrs_ ? std::uint32_t{proto::kListXattrs} : 0u);
         auto listing = ch_.list("", flags, incomplete);
         if (!listing) return std::unexpected(listing.error());
         for (auto& e : *listing) mirror_.emplace(e.path, std::move(e));
@@ -194,7 +197,9 @@ public:
         auto last_progress = std::chrono::steady_clock::now();
         for (const auto& e : source_entries_) {
             if (ch_.stopping()) return fail("stopped");
-            if (auto r = sync_entry(e); !r) {
+            auto r = sync_entry(e);
+            if (r && xattrs_) r = sync_xattrs(e);
+            if (!r) {
                 if (r.error().code == ENOTCONN) return r;
                 // One file that cannot be read (vanished, permission) does not stop the pass.
                 spdlog::warn("reconcile: '{}': {}", e.path, r.error().message);
@@ -288,6 +293,37 @@ private:
                 if (mirror->mtime != ts(st.st_mtim)) return set_times(e);
                 return {};
         }
+    }
+
+    // Makes the node's extended attributes on the mirror equal to SOURCE's. Files whose
+    // content was just sent got them with it (send_xattrs); symlinks carry none on Linux.
+    Result<void> sync_xattrs(const SrcEntry& e) {
+        if (S_ISLNK(e.st.st_mode) || resent_.count(e.path)) return {};
+        auto m = mirror_.find(e.path);
+        const proto::ListEntry* mirror = m == mirror_.end() ? nullptr : &m->second;
+        if (mirror && (!mirror->xattrs || mirror->type != type_of(e.st.st_mode))) {
+            if (!mirror->xattrs) return {};  // the mirror could not read them: leave them be
+            mirror = nullptr;                // replaced by a node of SOURCE's type: it has none
+        }
+        auto source = sys::read_xattrs(source_, e.path.empty() ? "." : e.path);
+        if (!source) {
+            if (source.error() == ENOENT) return {};  // gone meanwhile: a later record or pass covers it
+            return fail("listxattr: " + std::string(std::strerror(source.error())), source.error());
+        }
+        const proto::XattrSummary ours = proto::summarize_xattrs(*source);
+        if (mirror ? ours.digest == mirror->xattrs->digest : source->empty()) return {};
+        ++changed_;
+        if (mirror) {
+            for (const std::string& name : mirror->xattrs->names) {
+                if (std::binary_search(ours.names.begin(), ours.names.end(), name)) continue;
+                if (auto r = ch_.mutate(proto::Removexattr{0, e.path, name}); !r) return wrap(r);
+            }
+        }
+        for (const auto& [name, value] : *source) {
+            if (value.size() > proto::kMaxXattrValue) continue;
+            if (auto r = ch_.mutate(proto::Setxattr{0, e.path, name, value}); !r) return wrap(r);
+        }
+        return {};
     }
 
     Result<void> set_times(const SrcEntry& e) {
@@ -475,6 +511,7 @@ private:
     const int source_;
     const std::vector<std::string>& excludes_;
     const bool checksum_;
+    const bool xattrs_;
     std::map<std::string, proto::ListEntry> mirror_;
     std::vector<SrcEntry> source_entries_;
     std::set<std::string> changed_dirs_;
@@ -506,8 +543,8 @@ bool excluded(const std::vector<std::string>& patterns, const std::string& path)
 }
 
 Result<void> reconcile_tree(MirrorChannel& channel, int source_dirfd, const std::vector<std::string>& excludes,
-                            bool checksum) {
-    Reconciler r(channel, source_dirfd, excludes, checksum);
+                            bool checksum, bool xattrs) {
+    Reconciler r(channel, source_dirfd, excludes, checksum, xattrs);
     return r.run();
 }
 

@@ -201,7 +201,7 @@ void put(Writer& w, const ListRequest& m) { w.u64(m.id); w.str(m.path); w.u32(m.
 void get(Reader& r, ListRequest& m) { m.id = r.u64(); m.path = r.str(kMaxPath, "path"); m.flags = r.u32(); }
 Problem check(const ListRequest& m) {
     return first(check_path(m.path, true, "path"),
-                 (m.flags & ~(kListRecursive | kListChecksums)) ? Problem("bad list flags") : Problem());
+                 (m.flags & ~(kListRecursive | kListChecksums | kListXattrs)) ? Problem("bad list flags") : Problem());
 }
 
 void put(Writer& w, const Fsync& m) { w.u64(m.id); w.str(m.path); }
@@ -237,26 +237,55 @@ Problem check(const SignatureChunk& m) {
 void put_entry(Writer& w, const ListEntry& e) {
     w.str(e.path); w.u8(static_cast<std::uint8_t>(e.type)); w.u32(e.mode); w.u32(e.uid); w.u32(e.gid); w.u64(e.size);
     put_ts(w, e.mtime); w.u64(e.rdev); w.u32(e.nlink); w.u64(e.ino); w.str(e.target);
-    w.u8(e.hash ? 1 : 0);
+    // Presence bits: 1 = content hash, 2 = xattr summary (only sent when asked for, so an
+    // older peer never sees bit 2).
+    w.u8(static_cast<std::uint8_t>((e.hash ? 1 : 0) | (e.xattrs ? 2 : 0)));
     if (e.hash) w.raw(*e.hash);
+    if (e.xattrs) {
+        w.u32(static_cast<std::uint32_t>(e.xattrs->names.size()));
+        for (const auto& n : e.xattrs->names) w.str(n);
+        w.raw(e.xattrs->digest);
+    }
 }
 void get_entry(Reader& r, ListEntry& e) {
     e.path = r.str(kMaxPath, "entry path"); e.type = static_cast<NodeType>(r.u8()); e.mode = r.u32(); e.uid = r.u32();
     e.gid = r.u32(); e.size = r.u64(); e.mtime = get_ts(r); e.rdev = r.u64(); e.nlink = r.u32(); e.ino = r.u64();
     e.target = r.str(kMaxSymlinkTarget, "entry target");
     std::uint8_t has = r.u8();
-    if (has > 1) r.set_error("bad entry hash flag");
-    if (has == 1) {
+    if (has > 3) return r.set_error("bad entry presence flags");
+    if (has & 1) {
         Hash128 h{};
         r.raw(h.data(), h.size(), "entry hash");
         e.hash = h;
     }
+    if (has & 2) {
+        std::uint32_t n = r.u32();
+        if (!r.ok()) return;
+        // Each name takes at least 5 bytes (length + 1 byte): a hostile count cannot reserve memory.
+        if (n > kMaxXattrNames || n > r.remaining() / 5) return r.set_error("bad entry xattr count");
+        XattrSummary x;
+        x.names.resize(n);
+        for (auto& name : x.names) name = r.str(kMaxXattrName, "entry xattr name");
+        r.raw(x.digest.data(), x.digest.size(), "entry xattr digest");
+        e.xattrs = std::move(x);
+    }
+}
+Problem check_xattr_names(const std::optional<XattrSummary>& x) {
+    if (!x) return {};
+    if (x->names.size() > kMaxXattrNames) return Problem("too many xattr names");
+    for (std::size_t i = 0; i < x->names.size(); ++i) {
+        const std::string& n = x->names[i];
+        if (n.empty()) return Problem("empty xattr name");
+        if (auto p = first(check_len(n.size(), kMaxXattrName, "xattr name"), check_no_nul(n, "xattr name")); !p.empty()) return p;
+        if (i > 0 && !(x->names[i - 1] < n)) return Problem("xattr names not sorted and unique");
+    }
+    return {};
 }
 Problem check_entry(const ListEntry& e) {
     auto t = static_cast<std::uint8_t>(e.type);
     return first(check_path(e.path, true, "entry path"), t < 1 || t > 7 ? Problem("bad entry type") : Problem(),
                  check_len(e.target.size(), kMaxSymlinkTarget, "entry target"), check_no_nul(e.target, "entry target"),
-                 check_ts(e.mtime, "entry mtime"));
+                 check_ts(e.mtime, "entry mtime"), check_xattr_names(e.xattrs));
 }
 void put(Writer& w, const ListChunk& m) {
     w.u64(m.id);

@@ -33,7 +33,8 @@
 
 namespace sfs::protocol::native {
 
-inline constexpr std::uint16_t kProtocolVersion = 1;
+inline constexpr std::uint16_t kProtocolVersion = 2;
+inline constexpr std::uint16_t kXattrListVersion = 2;  // first version with kListXattrs
 inline constexpr std::uint16_t kMinProtocolVersion = 1;
 inline constexpr std::uint32_t kHelloMagic = 0x4e534653;  // "SFSN" as LE bytes 53 46 53 4e
 
@@ -46,6 +47,7 @@ inline constexpr std::uint32_t kMaxName = 255;                // NAME_MAX (per c
 inline constexpr std::uint32_t kMaxSymlinkTarget = 4095;
 inline constexpr std::uint32_t kMaxXattrName = 255;
 inline constexpr std::uint32_t kMaxXattrValue = 65536;        // XATTR_SIZE_MAX
+inline constexpr std::uint32_t kMaxXattrNames = 1024;         // names of one node in a ListEntry
 inline constexpr std::uint32_t kMaxMessage = 4096;            // human-readable error text
 inline constexpr std::uint32_t kMaxStreamId = 256;
 inline constexpr std::uint32_t kMaxListEntries = 4096;        // per ListChunk
@@ -303,6 +305,7 @@ struct SignatureRequest {
 enum ListFlags : std::uint32_t {
     kListRecursive = 1u << 0,
     kListChecksums = 1u << 1,  // fill ListEntry::hash for regular files (XXH3-128)
+    kListXattrs = 1u << 2,     // fill ListEntry::xattrs for every node but symlinks
 };
 
 // Lists `path` (the node itself first, then its subtree when recursive). Replies: ListChunk*
@@ -357,6 +360,14 @@ struct SignatureChunk {
 
 enum class NodeType : std::uint8_t { Regular = 1, Directory, Symlink, Fifo, Socket, CharDev, BlockDev };
 
+// A node's extended attributes as a listing reports them: the names (so that a peer can
+// remove the ones it lacks) and a digest over names and values (xattr_summary.h).
+struct XattrSummary {
+    std::vector<std::string> names;  // sorted, 0..kMaxXattrNames, each 1..kMaxXattrName
+    Hash128 digest{};
+    bool operator==(const XattrSummary&) const = default;
+};
+
 struct ListEntry {
     std::string path;  // relative to the module root
     NodeType type = NodeType::Regular;
@@ -369,6 +380,7 @@ struct ListEntry {
     std::uint64_t ino = 0;  // mirror st_ino: equal ino => hardlinks of one node
     std::string target;     // symlinks
     std::optional<Hash128> hash;
+    std::optional<XattrSummary> xattrs;  // with kListXattrs, for every type but symlinks
     bool operator==(const ListEntry&) const = default;
 };
 

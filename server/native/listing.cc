@@ -12,7 +12,9 @@
 #include <vector>
 
 #include "common/unique_fd.h"
+#include "common/xattrs.h"
 #include "fmt/format.h"
+#include "protocol/native/xattr_summary.h"
 #include "server/native/apply.h"
 #include "server/native/resolve.h"
 
@@ -86,6 +88,10 @@ public:
                 return {};
             }
             e.hash = *h;
+        }
+        if (!S_ISLNK(st.st_mode) && (req_.flags & pn::kListXattrs)) {
+            // Unreadable xattrs are reported without a summary: the peer skips the comparison.
+            if (auto x = sys::read_xattrs(dir, name)) e.xattrs = pn::summarize_xattrs(*x);
         }
         ++outcome_.entries;
         if (auto r = emit_(std::move(e)); !r) return r;

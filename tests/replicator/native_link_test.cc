@@ -173,7 +173,7 @@ TEST(NativeLink, ConnectsAuthenticatesAndReplicates) {
     auto link = MirrorLink::connect(fmt::format("rsync://alice@127.0.0.1:{}/test", daemon.port()), secret_file(d.tmp, "pw"), "stream-1");
     ASSERT_TRUE(link.has_value()) << link.error().message;
     EXPECT_EQ((*link)->hello().applied_seq, 0u);
-    EXPECT_EQ(daemon.first_line(), "SYNCFS 1 test");
+    EXPECT_EQ(daemon.first_line(), "SYNCFS " + std::to_string(pn::kProtocolVersion) + " test");
     ASSERT_TRUE((*link)->queue(pn::Mkdir{1, "a", 0755, 0, 0}).has_value());
     ASSERT_TRUE((*link)->queue(pn::Create{2, "a/f", 0644, 0, 0}).has_value());
     ASSERT_TRUE((*link)->flush().has_value());
