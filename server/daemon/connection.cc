@@ -23,6 +23,7 @@
 #include "server/daemon/auth.h"
 #include "server/daemon/conn_limit.h"
 #include "server/daemon/line_io.h"
+#include "server/daemon/module_filter.h"
 #include "server/daemon/privileges.h"
 #include "server/daemon/refusal.h"
 #include "server/native/session.h"
@@ -253,12 +254,23 @@ private:
         ModuleAccess access;
         access.name = m.name;
         access.path = env->root;
+        access.root_is_cwd = true;   // enter_module() chdir'd into the root
         access.read_only = user_read_only.value_or(p.flag(P::read_only));
         access.write_only = p.flag(P::write_only);
         access.ignore_errors = p.flag(P::ignore_errors);
         access.munge_symlinks = p.tristate(P::munge_symlinks).value_or(!env->chrooted);
         access.numeric_ids = p.tristate(P::numeric_ids).value_or(env->chrooted);
         access.am_root = env->am_root;
+        {
+            std::vector<std::string> warnings;
+            access.daemon_filter = module_filter_rules(p.str(P::filter), p.str(P::include), p.str(P::exclude), warnings);
+            for (const auto& w : warnings) spdlog::warn("module {}: {}", m.name, w);
+        }
+        access.transfer_logging = p.flag(P::transfer_logging);
+        access.log_format = p.str(P::log_format);
+        access.peer_host = peer_.display_name();
+        access.peer_addr = peer_.address;
+        access.user = report_.user;
 
         if (std::string opt = refused_option(*args, p.str(P::refuse_options)); !opt.empty()) {
             std::string msg = "The server is configured to refuse " + opt;

@@ -25,7 +25,8 @@ struct Context {
     protocol::FdReader* in = nullptr;
     protocol::MuxWriter* out = nullptr;
     protocol::FlistOptions flist;
-    FilterList filters;
+    FilterList filters;          // the client's exclude list (transfer-root relative)
+    FilterList daemon_filters;   // the module's filter/include/exclude (module relative)
     std::string peer;
     SessionStats stats;
 
@@ -33,6 +34,12 @@ struct Context {
     // on the wire, so warnings travel as info.
     void info(const std::string& text);
     void error(const std::string& text);
+
+    // True when the module's own rules exclude `module_path` (relative to the module root).
+    bool daemon_excluded(const std::string& module_path, bool is_dir) const {
+        return !daemon_filters.empty() && module_path != "." && !module_path.empty() &&
+               daemon_filters.excluded(module_path, is_dir);
+    }
 };
 
 // Strips the "module/" prefix the client puts on each path (util1.c glob_expand_module)

@@ -208,10 +208,19 @@ Result<void> Push::gen_file(std::int32_t ndx, bool redo_pass) {
 
 Result<void> Push::generate() {
     delete_pass();
+    std::string refused_dir;  // a daemon-excluded directory: nothing below it is received
     for (std::size_t i = 0; i < list.size(); ++i) {
         const FileEntry& e = list[i];
         if (!e.active) continue;
         if (abort.load()) return fail("transfer aborted");
+        if (!refused_dir.empty() && e.name.starts_with(refused_dir)) continue;
+        if (local_name.empty() && ctx.daemon_excluded(path_of(e), S_ISDIR(e.mode))) {
+            // rsync generator.c recv_generator(): the client's exit code becomes 23.
+            ctx.error(std::string("ERROR: daemon refused to receive ") + (S_ISDIR(e.mode) ? "directory" : "file") +
+                      " \"" + e.name + "\"");
+            if (S_ISDIR(e.mode)) refused_dir = e.name == "." ? std::string() : e.name + "/";
+            continue;
+        }
         if (S_ISDIR(e.mode)) {
             gen_dir(i);
             dirs_made.push_back(i);

@@ -99,6 +99,13 @@ struct Push {
     void set_path_attrs(const std::string& path, const FileEntry& e, bool is_link, bool created = false);
     // chmod of an existing non-symlink entry without /proc (works in a chroot); 0 or -1/errno.
     int chmod_entry(const std::string& path, int parent, const char* name, const struct stat& st, mode_t want);
+    // ---- backups (backup.cc) -------------------------------------------------------
+    // Where the backup of `rel_to_dest` (relative to the destination dir) goes.
+    std::string backup_path(const std::string& rel_to_dest) const;
+    bool make_backup_parents(const std::string& module_path);
+    // With -b: moves (or, `copy`, copies) entry `name` of dir fd `parent` to its backup
+    // path. True when there was nothing to do or the backup was made.
+    bool make_backup(int parent, const std::string& name, const std::string& rel_to_dest, bool copy = false);
     // ---- deletion ------------------------------------------------------------------
     // Removes `path` (a directory recursively). Returns false on error.
     bool remove_tree(int parent, const std::string& name, const std::string& shown);

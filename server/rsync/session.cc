@@ -112,8 +112,11 @@ Result<SessionStats> run_rsync_session(int in_fd, int out_fd, int protocol,
     ctx.flist.preserve_specials = o.specials;
     ctx.flist.preserve_hard_links = o.hard_links;
     ctx.flist.always_checksum = o.checksum;
+    ctx.flist.preserve_atimes = o.atimes;
 
-    auto root = ModuleRoot::open(module.path);
+    for (const auto& rule : module.daemon_filter) ctx.daemon_filters.add(rule);
+
+    auto root = ModuleRoot::open(module.root_is_cwd ? std::string(".") : module.path);
     if (!root) return finish_with_error(Error{"rsync: " + root.error().message, root.error().code});
     ctx.root = std::move(*root);
 

@@ -30,8 +30,12 @@ TEST(RsyncOptions, ParsesWhatRsyncSends) {
 
 TEST(RsyncOptions, RefusesWhatWeDoNotImplement) {
     for (auto bad : std::vector<std::vector<std::string>>{
-             {"--server", "-b", ".", "x"},
+             {"--server", "-y", ".", "x"},
              {"--server", "-R", ".", "x"},
+             {"--server", "--link-dest=/x", ".", "x"},
+             {"--server", "--backup-dir", "."},  // the directory argument is missing
+             {"--server", "-b", "--suffix=", ".", "x"},  // empty suffix without a backup dir
+             {"--server", "--suffix=a/b", ".", "x"},
              {"--server", "--remove-source-files", ".", "x"},
              {"--server", "--partial-dir=.p", ".", "x"},
              {"--server", "-B0", ".", "x"},
@@ -40,8 +44,24 @@ TEST(RsyncOptions, RefusesWhatWeDoNotImplement) {
         auto o = parse_server_args(bad);
         EXPECT_FALSE(o) << bad[1];
     }
-    auto o = parse_server_args({"--server", "-b", ".", "x"});
-    EXPECT_NE(o.error().message.find("-b is not supported"), std::string::npos);
+    auto o = parse_server_args({"--server", "-y", ".", "x"});
+    EXPECT_NE(o.error().message.find("-y is not supported"), std::string::npos);
+}
+
+TEST(RsyncOptions, BackupOptions) {
+    auto b = parse_server_args({"--server", "-logDtprb", ".", "x"});
+    ASSERT_TRUE(b) << b.error().message;
+    EXPECT_TRUE(b->backup);
+    EXPECT_EQ(b->suffix, "~");
+    auto d = parse_server_args({"--server", "-r", "--backup-dir", "old", "--suffix=.bak", ".", "x"});
+    ASSERT_TRUE(d) << d.error().message;
+    EXPECT_TRUE(d->backup);
+    EXPECT_EQ(d->backup_dir, "old");
+    EXPECT_EQ(d->suffix, ".bak");
+    EXPECT_EQ(d->paths, std::vector<std::string>{"x"});
+    auto e = parse_server_args({"--server", "-r", "--backup-dir=old", ".", "x"});
+    ASSERT_TRUE(e) << e.error().message;
+    EXPECT_EQ(e->suffix, "");
 }
 
 TEST(RsyncFilter, OldStylePrefixesAndPatterns) {
