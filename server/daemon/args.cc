@@ -134,10 +134,13 @@ bool is_refused(std::string_view name, char letter, const std::vector<RefuseRule
             pat = "[ardlptgoD]";
             wild = true;
         }
+        // Spellings of one option (rsync same_refuse_action()): --del is --delete-during.
+        std::string alias = name == "del" ? "delete-during" : name == "delete-during" ? "del" : "";
         bool hit = ::fnmatch(pat.c_str(), long_name.c_str(), 0) == 0 ||
+                   (!alias.empty() && !wild && pat == alias) ||
                    (!short_name.empty() && ::fnmatch(pat.c_str(), short_name.c_str(), 0) == 0);
         // Refusing "delete" refuses every --delete-WHEN variant too.
-        if (!hit && pat == "delete" && name.starts_with("delete")) hit = true;
+        if (!hit && pat == "delete" && (name.starts_with("delete") || name == "del")) hit = true;
         if (!hit || (wild && exact_only(name, letter))) continue;
         refused = !r.negated;
     }

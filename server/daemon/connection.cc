@@ -266,6 +266,8 @@ private:
             access.daemon_filter = module_filter_rules(p.str(P::filter), p.str(P::include), p.str(P::exclude), warnings);
             for (const auto& w : warnings) spdlog::warn("module {}: {}", m.name, w);
         }
+        access.incoming_chmod = p.str(P::incoming_chmod);
+        access.outgoing_chmod = p.str(P::outgoing_chmod);
         access.transfer_logging = p.flag(P::transfer_logging);
         access.log_format = p.str(P::log_format);
         access.peer_host = peer_.display_name();

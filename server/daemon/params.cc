@@ -45,6 +45,8 @@ const std::array<ParamInfo, kParamCount> kParams = {{
     {"transfer logging", module, boolean, "no", "log one line per transferred file"},
     {"log format", module, string, "%o %h [%a] %m (%u) %f %l", "format of transfer log lines"},
     {"max verbosity", module, integer, "1", "highest client -v level that makes the daemon log more"},
+    {"incoming chmod", module, string, std::nullopt, "--chmod rules applied to the modes of received files"},
+    {"outgoing chmod", module, string, std::nullopt, "--chmod rules applied to the modes of sent files"},
 }};
 
 std::optional<P> find_param(std::string_view norm_key) {

@@ -76,6 +76,10 @@ bool Push::make_backup(int parent, const std::string& name, const std::string& r
     if (fstatat(parent, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return errno == ENOENT;
     if (S_ISDIR(st.st_mode)) return true;   // directories are not backed up (rsync neither)
     const std::string target = backup_path(rel_to_dest);
+    if (ctx.daemon_path_excluded(target)) {
+        ctx.error("ERROR: backup path \"" + target + "\" is excluded by the daemon (in " + ctx.module->name + ")");
+        return false;
+    }
     if (!make_backup_parents(target)) return false;
     std::string tbase;
     auto tdir = ctx.root.open_parent(target, tbase);

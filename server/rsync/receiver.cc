@@ -292,6 +292,7 @@ Result<void> run_receiver(Context& ctx) {
         if (r.list.size() >= protocol::kMaxFlistEntries)
             return fail("protocol error: file list longer than " + std::to_string(protocol::kMaxFlistEntries));
         if (S_ISREG((*e)->mode) || S_ISLNK((*e)->mode)) ctx.stats.total_size += static_cast<std::uint64_t>((*e)->size);
+        if (ctx.incoming_chmod && !S_ISLNK((*e)->mode)) (*e)->mode = ctx.incoming_chmod->apply((*e)->mode);
         r.list.push_back(std::move(**e));
     }
     protocol::IdNames users, groups;

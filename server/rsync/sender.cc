@@ -61,7 +61,10 @@ struct Builder {
         auto fd = ctx.root.open_beneath(local, O_PATH);
         struct stat target {};
         if (!fd || fstat(fd->get(), &target) < 0) {
-            if (!o.copy_links) return true;   // -k: an unresolvable link stays a link
+            // -k: a dangling link stays a link; one that leads out of the module (EXDEV
+            // from RESOLVE_BENEATH) is left out, so the client cannot be handed a link
+            // that reaches outside through its own copy of the tree.
+            if (!o.copy_links && !(!fd && fd.error() == EXDEV)) return true;
             ctx.error("symlink has no referent: \"" + local + "\" (in " + ctx.module->name + ")");
             io_error |= 1;
             return false;
@@ -85,6 +88,7 @@ struct Builder {
         e.name = wire;
         e.local_path = local;
         e.mode = st.st_mode;
+        if (ctx.outgoing_chmod && !S_ISLNK(st.st_mode)) e.mode = ctx.outgoing_chmod->apply(e.mode);
         e.mtime = st.st_mtime;
         e.atime = st.st_atime;
         e.uid = st.st_uid;

@@ -38,6 +38,9 @@ struct ModuleAccess {
     // `transfer logging`: log one line per transferred file with `log_format` (rsyncd's
     // default "%o %h [%a] %m (%u) %f %l" when empty). `peer_host`/`peer_addr`/`user` fill
     // %h %a %u.
+    // `incoming chmod` / `outgoing chmod` (rsync --chmod syntax, see chmod_spec.h): applied
+    // to the modes of a received file list / of the list a pull sends. Empty: none.
+    std::string incoming_chmod, outgoing_chmod;
     bool transfer_logging = false;
     std::string log_format;
     std::string peer_host, peer_addr, user;

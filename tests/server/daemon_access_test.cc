@@ -280,6 +280,9 @@ TEST(DaemonArgs, RefuseOptionsAllowList) {
     std::vector<std::string> del = {"--server", "-r", "--delete-during", ".", "mod/"};
     EXPECT_EQ(refused_option(del, "* !a !delete*"), "");
     EXPECT_EQ(refused_option(del, "checksum*"), "");
+    std::vector<std::string> del_alias = {"--server", "-r", "--del", ".", "mod/"};
+    EXPECT_EQ(refused_option(del_alias, "delete-during"), "--del") << "--del is --delete-during";
+    EXPECT_EQ(refused_option(del, "del"), "--delete-during");
 }
 
 }  // namespace

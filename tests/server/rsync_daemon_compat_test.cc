@@ -330,6 +330,13 @@ TEST_F(RsyncDaemonCompat, BackupOnPush) {
     EXPECT_EQ(read_file(dir_ / "to/aa"), "newest a\n");
     EXPECT_EQ(read_file(dir_ / "to/aa.in"), "newer a\n");
 
+    // A backup dir the module's exclude protects is refused (nothing is written there).
+    write_file(dir_ / "src/aa", "excluded backup\n");
+    r = rsync("-rI --backup-dir=foobar.baz " + (dir_ / "src/aa") + " localhost::test-to/aa");
+    EXPECT_EQ(r.status, 23) << r.output;
+    EXPECT_FALSE(fs::exists(dir_ / "to/foobar.baz")) << r.output;
+    EXPECT_EQ(read_file(dir_ / "to/aa"), "newest a\n");
+
     // A backup dir that is a symlink out of the module is not followed.
     fs::create_directories(dir_ / "outside");
     fs::create_symlink(dir_ / "outside", dir_ / "to/evil");
@@ -355,9 +362,11 @@ TEST_F(RsyncDaemonCompat, CopyLinksStaysInsideModule) {
     EXPECT_EQ(read_file(dir_ / "pulled/dirlink/inner"), "inner\n");
     EXPECT_FALSE(fs::exists(dir_ / "pulled/escape"));
 
-    // -k: only links to directories are followed.
+    // -k: only links to directories are followed; a link out of the module is not sent
+    // at all (the client's copy of it would reach outside there).
     r = rsync("-rlk localhost::test-from/links/ " + (dir_ / "pulled-k/"));
-    EXPECT_EQ(r.status, 0) << r.output;
+    EXPECT_EQ(r.status, 23) << r.output;
+    EXPECT_FALSE(fs::exists(fs::symlink_status(dir_ / "pulled-k/escape")));
     EXPECT_TRUE(fs::is_symlink(dir_ / "pulled-k/up"));
     EXPECT_TRUE(fs::is_directory(fs::symlink_status(dir_ / "pulled-k/dirlink")));
 }
@@ -386,6 +395,33 @@ TEST_F(RsyncDaemonCompat, ModuleUnderPrivateParent) {
     auto r = rsync("-r localhost::private/ " + (dir_ / "pulled/"));
     ASSERT_EQ(r.status, 0) << r.output;
     EXPECT_EQ(read_file(dir_ / "pulled/file"), "private parent\n");
+}
+
+// `incoming chmod` / `outgoing chmod` (daemon-filter / chmod-option tests): the module
+// rewrites the modes of what it receives and of what it sends.
+TEST_F(RsyncDaemonCompat, IncomingAndOutgoingChmod) {
+    write_file(conf_, read_file(conf_) + "\n[inc]\n\tpath = " + (dir_ / "to") +
+                          "\n\tread only = no\n\tincoming chmod = F600,D750\n"
+                          "[out]\n\tpath = " + (dir_ / "from") + "\n\toutgoing chmod = Fg-r,Fo-r\n"
+                          "[bad]\n\tpath = " + (dir_ / "from") + "\n\toutgoing chmod = g=ur\n");
+    auto r = rsync("-a " + (dir_ / "from/") + " localhost::inc/");
+    ASSERT_EQ(r.status, 0) << r.output;
+    struct stat st {};
+    ASSERT_EQ(::stat((dir_ / "to/bar/baz/three").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0600u);
+    ASSERT_EQ(::stat((dir_ / "to/bar").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0750u);
+
+    r = rsync("-a localhost::out/ " + (dir_ / "pulled/"));
+    ASSERT_EQ(r.status, 0) << r.output;
+    ASSERT_EQ(::stat((dir_ / "pulled/foo/one").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0600u);
+    ASSERT_EQ(::stat((dir_ / "from/foo/one").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0644u) << "outgoing chmod changed the module's file";
+
+    r = rsync("-a localhost::bad/ " + (dir_ / "pulled-bad/"));
+    EXPECT_NE(r.status, 0);
+    EXPECT_NE(r.output.find("Invalid \"outgoing chmod\""), std::string::npos) << r.output;
 }
 
 }  // namespace
