@@ -1,4 +1,5 @@
 #include "server/daemon/auth.h"
+#include "server/daemon/trusted_path.h"
 
 #include <fcntl.h>
 #include <fnmatch.h>
@@ -58,10 +59,8 @@ std::vector<std::string> groups_of(const std::string& user) {
 
 Result<std::string> read_secrets(const AuthRequest& req) {
     if (req.secrets_file.empty()) return fail("no secrets file");
-    struct stat lst {};
-    if (::lstat(req.secrets_file.c_str(), &lst) == 0 && S_ISLNK(lst.st_mode) && lst.st_uid != 0 &&
-        lst.st_uid != ::geteuid())
-        return fail(req.secrets_file + ": refusing a symlink owned by another user");
+    if (std::string bad = untrusted_symlink(req.secrets_file); !bad.empty())
+        return fail(req.secrets_file + ": refusing " + bad + ", a symlink owned by another user");
     UniqueFd fd(::open(req.secrets_file.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) return fail(req.secrets_file + ": cannot open secrets file: " + std::strerror(errno));
     struct stat st {};

@@ -258,7 +258,9 @@ private:
         access.read_only = user_read_only.value_or(p.flag(P::read_only));
         access.write_only = p.flag(P::write_only);
         access.ignore_errors = p.flag(P::ignore_errors);
-        access.munge_symlinks = p.tristate(P::munge_symlinks).value_or(!env->chrooted);
+        // rsyncd: munge unless chrooted to the module itself; a "/jail/./inner" module
+        // chroots above the module, so its links could still reach the jail's other parts.
+        access.munge_symlinks = p.tristate(P::munge_symlinks).value_or(!env->chrooted || env->root != "/");
         access.numeric_ids = p.tristate(P::numeric_ids).value_or(env->chrooted);
         access.am_root = env->am_root;
         {

@@ -1,4 +1,5 @@
 #include "server/daemon/privileges.h"
+#include "server/daemon/trusted_path.h"
 
 #include <grp.h>
 #include <pwd.h>
@@ -79,6 +80,9 @@ std::expected<ModuleEnv, Refusal> enter_module(const ModuleConfig& module) {
         inner = path.substr(dot + 3);
     }
 
+    if (std::string bad = untrusted_symlink(path); !bad.empty())
+        return refuse("chdir failed", "module [" + module.name + "]: path component " + bad +
+                                          " is a symlink owned by another user; not followed");
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || ::chdir(path.c_str()) != 0)
         return refuse("chdir failed", "module [" + module.name + "]: chdir " + path + ": " + std::strerror(errno));

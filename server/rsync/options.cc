@@ -15,7 +15,8 @@ Result<std::int64_t> parse_num(std::string_view opt, std::string_view v) {
     else if (!v.empty() && (v.back() == 'g' || v.back() == 'G')) mult = 1024 * 1024 * 1024, v.remove_suffix(1);
     auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
     if (ec != std::errc() || p != v.data() + v.size())
-        return fail("invalid number in option " + std::string(opt) + ": " + std::string(v));
+        return fail("syncfsd: invalid value in " + std::string(opt) + "=" + std::string(v.substr(0, 256)) +
+                    (v.size() > 256 ? "..." : ""));
     return n * static_cast<std::int64_t>(mult);
 }
 

@@ -424,5 +424,29 @@ TEST_F(RsyncDaemonCompat, IncomingAndOutgoingChmod) {
     EXPECT_NE(r.output.find("Invalid \"outgoing chmod\""), std::string::npos) << r.output;
 }
 
+// A module path (or secrets file) through a symlink some other user planted is refused
+// instead of followed (rsync 3.5 change_dir()).
+TEST_F(RsyncDaemonCompat, PlantedSymlinkInModulePathIsRefused) {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root to plant a symlink owned by nobody";
+    fs::create_directories(dir_ / "escape_target");
+    write_file(dir_ / "escape_target/canary", "must not be served\n");
+    fs::create_symlink(dir_ / "escape_target", dir_ / "plant");
+    ASSERT_EQ(::lchown((dir_ / "plant").c_str(), 65534, 65534), 0);
+    write_file(conf_, read_file(conf_) + "\n[planted]\n\tpath = " + (dir_ / "plant") + "\n");
+    auto r = rsync("localhost::planted/");
+    EXPECT_NE(r.status, 0) << r.output;
+    EXPECT_EQ(r.output.find("canary"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("@ERROR: chdir failed"), std::string::npos) << r.output;
+}
+
+// An oversized size argument (rsync -M--max-size=999...) is refused with a message that
+// names it, not by dropping the connection.
+TEST_F(RsyncDaemonCompat, OversizedSizeArgumentIsReported) {
+    std::string big(5000, '9');
+    auto r = rsync("-a -M--max-size=" + big + " localhost::test-from/ " + (dir_ / "pulled/"));
+    EXPECT_NE(r.status, 0);
+    EXPECT_NE(r.output.find("--max-size=" + std::string(200, '9')), std::string::npos) << r.output.substr(0, 600);
+}
+
 }  // namespace
 }  // namespace sfs::test
