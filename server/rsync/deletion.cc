@@ -83,7 +83,8 @@ void Push::delete_pass() {
         if (!e.active || !S_ISDIR(e.mode)) continue;
         if (!o().recurse && !e.top_dir) continue;
         std::string local = join_path(dest, e.name);
-        auto fd = ctx.root.open_beneath(local, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+        const bool via_link = dest_via_link && e.name == ".";   // followed, still beneath the root
+        auto fd = ctx.root.open_beneath(local, O_RDONLY | O_DIRECTORY | (via_link ? 0 : O_NOFOLLOW));
         if (!fd) continue;
         int dfd = fd->release();
         DIR* d = fdopendir(dfd);

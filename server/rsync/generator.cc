@@ -57,6 +57,15 @@ void Push::gen_dir(std::size_t i) {
     std::string path = path_of(e);
     struct stat st {};
     bool exists = false;
+    if (o().keep_dirlinks) {
+        // -K: a symlink to a directory (resolved beneath the module root) stands in for
+        // the directory; what the list puts below it goes through the link.
+        auto cur = ctx.root.lstat(path);
+        if (cur && S_ISLNK(cur->st_mode) && ctx.root.open_beneath(path, O_PATH | O_DIRECTORY)) {
+            dirlinks_kept.insert(i);
+            return;
+        }
+    }
     if (!make_room(path, e.mode, st, exists)) return;
     if (!exists && !o().dry_run) {
         std::string base;
@@ -222,6 +231,7 @@ Result<void> Push::generate() {
             continue;
         }
         if (S_ISDIR(e.mode)) {
+            if (dest_via_link && e.name == ".") continue;
             gen_dir(i);
             dirs_made.push_back(i);
         } else if (S_ISLNK(e.mode)) {
@@ -250,6 +260,7 @@ Result<void> Push::generate() {
         link_hardlinks();
         // touch_up_dirs(): final permissions and times, after all contents changed.
         for (auto it = dirs_made.rbegin(); it != dirs_made.rend(); ++it) {
+            if (dirlinks_kept.contains(*it)) continue;
             const FileEntry& e = list[*it];
             set_path_attrs(path_of(e), e, false, dirs_created.contains(*it));
         }

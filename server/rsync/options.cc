@@ -29,6 +29,7 @@ Result<void> short_flags(ServerOptions& o, std::string_view s) {
         case 'l': o.links = true; break;
         case 'L': o.copy_links = true; break;
         case 'k': o.copy_dirlinks = true; break;
+        case 'K': o.keep_dirlinks = true; break;
         case 'p': o.perms = true; break;
         case 'E': o.executability = true; break;
         case 't': o.times = true; break;

@@ -18,6 +18,7 @@ struct ServerOptions {
     bool links = false;          // -l
     bool copy_links = false;     // -L: a pull sends what symlinks point to (beneath the module)
     bool copy_dirlinks = false;  // -k: the same for symlinks to directories only
+    bool keep_dirlinks = false;  // -K: a push keeps a symlink to a directory where the list has a directory
     bool perms = false;          // -p
     bool executability = false;  // -E
     bool times = false;          // -t

@@ -72,6 +72,10 @@ struct Push {
     std::vector<FileEntry> list;
     std::string dest;          // module-relative destination dir ("." = root)
     std::string local_name;    // single-file transfer to a new name
+    // `dest` is a symlink to a directory inside the module (rsync follows it: the module's
+    // filters are name-based, not a symlink boundary); "." is then neither created nor
+    // given attributes, and everything below goes through the link, beneath the root.
+    bool dest_via_link = false;
     std::int32_t sender_io_error = 0;
     std::map<std::int32_t, std::int32_t> hlink_leader;   // follower ndx -> leader ndx
     RecvEvents events;
@@ -84,6 +88,7 @@ struct Push {
     int deletions = 0;
 
     std::vector<std::size_t> dirs_made;
+    std::set<std::size_t> dirlinks_kept;   // -K: list dirs that are symlinks here (no touch-up)
     std::set<std::size_t> dirs_created;
 
     std::string path_of(const FileEntry& e) const {

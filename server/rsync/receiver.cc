@@ -259,6 +259,14 @@ void choose_destination(Push& r, std::string dest_arg) {
         r.dest = dest_arg;
         return;
     }
+    if (st && S_ISLNK(st->st_mode) && dest_arg != ".") {
+        auto fd = ctx.root.open_beneath(dest_arg, O_PATH | O_DIRECTORY);
+        if (fd) {
+            r.dest = dest_arg;
+            r.dest_via_link = true;
+            return;
+        }
+    }
     if (active == 1 && !S_ISDIR(only->mode) && !trailing && dest_arg != ".") {
         r.local_name = dest_arg;
         return;

@@ -448,5 +448,36 @@ TEST_F(RsyncDaemonCompat, OversizedSizeArgumentIsReported) {
     EXPECT_NE(r.output.find("--max-size=" + std::string(200, '9')), std::string::npos) << r.output.substr(0, 600);
 }
 
+// A destination that is a symlink to a directory inside the module is followed, and so
+// is (with -K) a symlink standing where the list has a directory: the module's filters
+// are name-based (rsync's symlink-exclude tests); resolution stays beneath the root.
+TEST_F(RsyncDaemonCompat, PushThroughInModuleDirSymlinks) {
+    fs::create_directories(dir_ / "to/real");
+    fs::create_symlink("real", dir_ / "to/link");
+    fs::create_directories(dir_ / "src/link");
+    write_file(dir_ / "src/link/new", "through the link\n");
+    auto r = rsync("-a " + (dir_ / "src/link/") + " localhost::test-to/link/");
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_EQ(read_file(dir_ / "to/real/new"), "through the link\n");
+    EXPECT_TRUE(fs::is_symlink(dir_ / "to/link"));
+
+    write_file(dir_ / "src/link/newer", "kept dirlink\n");
+    r = rsync("-aK " + (dir_ / "src/") + " localhost::test-to/");
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_TRUE(fs::is_symlink(dir_ / "to/link"));
+    EXPECT_EQ(read_file(dir_ / "to/real/newer"), "kept dirlink\n");
+
+    // Without -K the symlink is replaced by a real directory, as rsync does.
+    r = rsync("-a " + (dir_ / "src/") + " localhost::test-to/");
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_FALSE(fs::is_symlink(dir_ / "to/link"));
+
+    // A destination link leading out of the module is not followed.
+    fs::create_directories(dir_ / "outside");
+    fs::create_symlink(dir_ / "outside", dir_ / "to/out");
+    r = rsync("-a " + (dir_ / "src/link/") + " localhost::test-to/out/");
+    EXPECT_TRUE(fs::is_empty(dir_ / "outside")) << r.output;
+}
+
 }  // namespace
 }  // namespace sfs::test
