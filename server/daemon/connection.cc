@@ -233,7 +233,22 @@ private:
 
     void serve_module(const ModuleConfig& m) {
         const ParamSet& p = m.params;
-        auto admitted = admit(m);
+        // `include from` / `exclude from` may live outside the module: read them before
+        // admit() chroots. An unreadable one refuses the client (never serve unfiltered).
+        std::vector<std::string> include_from, exclude_from;
+        auto admitted = admit(m, [&]() {
+            for (auto [param, lines] : {std::pair{P::include_from, &include_from}, std::pair{P::exclude_from, &exclude_from}}) {
+                if (!p.is_set(param) || p.str(param).empty()) continue;
+                std::string err;
+                auto l = read_filter_file(p.str(param), err);
+                if (!l) {
+                    refuse("module " + m.name + " cannot read its filter file", std::string(info(param).name) + " " + err);
+                    return false;
+                }
+                *lines = std::move(*l);
+            }
+            return true;
+        });
         if (!admitted) return;
         const std::optional<bool> user_read_only = admitted->user_read_only;
         const ModuleEnv* env = &admitted->env;
@@ -265,7 +280,8 @@ private:
         access.am_root = env->am_root;
         {
             std::vector<std::string> warnings;
-            access.daemon_filter = module_filter_rules(p.str(P::filter), p.str(P::include), p.str(P::exclude), warnings);
+            access.daemon_filter = module_filter_rules(p.str(P::filter), p.str(P::include), p.str(P::exclude), warnings,
+                                                       include_from, exclude_from);
             for (const auto& w : warnings) spdlog::warn("module {}: {}", m.name, w);
         }
         access.incoming_chmod = p.str(P::incoming_chmod);

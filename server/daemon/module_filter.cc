@@ -1,5 +1,13 @@
 #include "server/daemon/module_filter.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "common/unique_fd.h"
+
 namespace sfs::server {
 
 namespace {
@@ -49,12 +57,59 @@ void add_words(std::vector<std::string>& rules, const std::string& text, char ki
 }  // namespace
 
 std::vector<std::string> module_filter_rules(const std::string& filter, const std::string& include,
-                                             const std::string& exclude, std::vector<std::string>& warnings) {
+                                             const std::string& exclude, std::vector<std::string>& warnings,
+                                             const std::vector<std::string>& include_from,
+                                             const std::vector<std::string>& exclude_from) {
     std::vector<std::string> rules;
+    auto add_lines = [&](const std::vector<std::string>& lines, char kind) {
+        for (const auto& l : lines) {
+            if (l == "!") rules.emplace_back("!");
+            else if (l.starts_with("- ") || l.starts_with("+ ")) rules.push_back(l);
+            else rules.push_back(std::string(1, kind) + " " + l);
+        }
+    };
     add_words(rules, filter, 0, "filter", warnings);
+    add_lines(include_from, '+');
     add_words(rules, include, '+', "include", warnings);
+    add_lines(exclude_from, '-');
     add_words(rules, exclude, '-', "exclude", warnings);
     return rules;
+}
+
+std::optional<std::vector<std::string>> read_filter_file(const std::string& path, std::string& error) {
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) {
+        error = path + ": " + std::strerror(errno);
+        return std::nullopt;
+    }
+    std::string text;
+    char buf[8192];
+    for (;;) {
+        ssize_t n = ::read(fd.get(), buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            error = path + ": " + std::strerror(errno);
+            return std::nullopt;
+        }
+        if (n == 0) break;
+        text.append(buf, static_cast<std::size_t>(n));
+        if (text.size() > (1u << 20)) {
+            error = path + ": larger than 1 MiB";
+            return std::nullopt;
+        }
+    }
+    std::vector<std::string> lines;
+    std::size_t i = 0;
+    while (i < text.size()) {
+        std::size_t j = text.find('\n', i);
+        if (j == std::string::npos) j = text.size();
+        std::string l = text.substr(i, j - i);
+        i = j + 1;
+        if (!l.empty() && l.back() == '\r') l.pop_back();
+        if (l.empty() || l[0] == '#' || l[0] == ';') continue;
+        lines.push_back(std::move(l));
+    }
+    return lines;
 }
 
 }  // namespace sfs::server

@@ -47,6 +47,8 @@ const std::array<ParamInfo, kParamCount> kParams = {{
     {"max verbosity", module, integer, "1", "highest client -v level that makes the daemon log more"},
     {"incoming chmod", module, string, std::nullopt, "--chmod rules applied to the modes of received files"},
     {"outgoing chmod", module, string, std::nullopt, "--chmod rules applied to the modes of sent files"},
+    {"include from", module, path, std::nullopt, "file of include patterns applied by the daemon, one per line"},
+    {"exclude from", module, path, std::nullopt, "file of exclude patterns applied by the daemon, one per line"},
 }};
 
 std::optional<P> find_param(std::string_view norm_key) {

@@ -28,7 +28,7 @@ enum class P : std::size_t {
     secrets_file, strict_modes, uid, gid, use_chroot, munge_symlinks, max_connections,
     lock_file, ignore_errors, numeric_ids, timeout, dont_compress, refuse_options, exclude,
     reverse_lookup, forward_lookup, syncfs_state_dir, include, filter, transfer_logging,
-    log_format, max_verbosity, incoming_chmod, outgoing_chmod,
+    log_format, max_verbosity, incoming_chmod, outgoing_chmod, include_from, exclude_from,
     count_
 };
 

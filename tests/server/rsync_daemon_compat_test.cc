@@ -479,5 +479,27 @@ TEST_F(RsyncDaemonCompat, PushThroughInModuleDirSymlinks) {
     EXPECT_TRUE(fs::is_empty(dir_ / "outside")) << r.output;
 }
 
+// `exclude from` / `include from` files outside the module; `gid = *`.
+TEST_F(RsyncDaemonCompat, ExcludeFromFileAndAllGroups) {
+    write_file(dir_ / "rules.excl", "# comment\n\ndrop*\n- /bar/baz/\n");
+    write_file(dir_ / "rules.incl", "drop.keep\n");
+    write_file(dir_ / "from/dropme", "x\n");
+    write_file(dir_ / "from/drop.keep", "x\n");
+    write_file(conf_, read_file(conf_) + "\n[filtered]\n\tpath = " + (dir_ / "from") +
+                          "\n\texclude from = " + (dir_ / "rules.excl") + "\n\tinclude from = " +
+                          (dir_ / "rules.incl") + "\n\tuid = root\n\tgid = *\n" +
+                          "[broken]\n\tpath = " + (dir_ / "from") + "\n\texclude from = " + (dir_ / "missing") + "\n");
+    auto r = rsync("-r localhost::filtered/");
+    ASSERT_EQ(r.status, 0) << r.output;
+    auto paths = listed_paths(r.output);
+    EXPECT_EQ(paths.count("dropme"), 0u) << r.output;
+    EXPECT_EQ(paths.count("drop.keep"), 1u) << r.output;
+    EXPECT_EQ(paths.count("bar/baz/three"), 0u) << r.output;
+    EXPECT_EQ(paths.count("bar/two"), 1u) << r.output;
+    r = rsync("-r localhost::broken/");
+    EXPECT_NE(r.status, 0);
+    EXPECT_NE(r.output.find("@ERROR: module broken cannot read its filter file"), std::string::npos) << r.output;
+}
+
 }  // namespace
 }  // namespace sfs::test
