@@ -101,8 +101,9 @@ void Push::gen_symlink(const FileEntry& e) {
             return;
         }
     }
-    if (o().verbose && !o().dry_run) {}
     if (o().dry_run) return;
+    // -b: the old link (its target differs) is kept as a backup first.
+    if (exists && !make_backup(dir->get(), base, local_name.empty() ? e.name : local_name)) return;
     // Create under a temp name, then rename over the old entry.
     std::string tmp = "." + base + ".symlink." + std::to_string(::getpid());
     unlinkat(dir->get(), tmp.c_str(), 0);

@@ -330,6 +330,14 @@ TEST_F(RsyncDaemonCompat, BackupOnPush) {
     EXPECT_EQ(read_file(dir_ / "to/aa"), "newest a\n");
     EXPECT_EQ(read_file(dir_ / "to/aa.in"), "newer a\n");
 
+    // A replaced symlink is backed up too.
+    fs::create_symlink("old-target", dir_ / "to/lnk");
+    fs::create_symlink("new-target", dir_ / "src/lnk");
+    r = rsync("-rl --backup-dir=links " + (dir_ / "src/lnk") + " localhost::test-to/");
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_EQ(fs::read_symlink(dir_ / "to/lnk").string(), "new-target");
+    EXPECT_EQ(fs::read_symlink(dir_ / "to/links/lnk").string(), "old-target");
+
     // A backup dir the module's exclude protects is refused (nothing is written there).
     write_file(dir_ / "src/aa", "excluded backup\n");
     r = rsync("-rI --backup-dir=foobar.baz " + (dir_ / "src/aa") + " localhost::test-to/aa");
