@@ -20,9 +20,25 @@
 namespace sfs::server {
 namespace {
 
-// Splits on spaces, tabs and commas.
+// Splits on spaces, tabs and commas; a value starting with a comma splits on commas
+// alone, trimming each entry (rsync util1.c conf_strtok()), so an entry such as
+// "@group with space:deny" stays one rule.
 std::vector<std::string> tokens(std::string_view s) {
     std::vector<std::string> out;
+    std::size_t lead = s.find_first_not_of(" \t");
+    if (lead != std::string_view::npos && s[lead] == ',') {
+        std::size_t pos = lead + 1;
+        while (pos <= s.size()) {
+            std::size_t end = s.find(',', pos);
+            if (end == std::string_view::npos) end = s.size();
+            std::string_view t = s.substr(pos, end - pos);
+            while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
+            while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
+            if (!t.empty()) out.emplace_back(t);
+            pos = end + 1;
+        }
+        return out;
+    }
     std::size_t pos = 0;
     while (pos < s.size()) {
         std::size_t start = s.find_first_not_of(" ,\t", pos);

@@ -509,5 +509,18 @@ TEST_F(RsyncDaemonCompat, ExcludeFromFileAndAllGroups) {
     EXPECT_NE(r.output.find("@ERROR: module broken cannot read its filter file"), std::string::npos) << r.output;
 }
 
+// `auth users` starting with a comma splits on commas only (rsync conf_strtok()), so
+// "@nosuchgroup alice:deny" is one rule that matches nobody.
+TEST_F(RsyncDaemonCompat, AuthUsersLeadingCommaForm) {
+    write_file(dir_ / "secrets", "alice:sesame\n", 0600);
+    write_file(conf_, read_file(conf_) + "\n[spaced]\n\tpath = " + (dir_ / "from") +
+                          "\n\tauth users = , @nosuchgroup alice:deny , alice\n\tsecrets file = " +
+                          (dir_ / "secrets") + "\n");
+    auto r = run("env RSYNC_PASSWORD=sesame RSYNC_CONNECT_PROG='" + std::string(SYNCFSD_BIN) + " --config=" + conf_ +
+            " --daemon' rsync -r rsync://alice@localhost/spaced/foo/");
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_EQ(listed_paths(r.output).count("one"), 1u) << r.output;
+}
+
 }  // namespace
 }  // namespace sfs::test
