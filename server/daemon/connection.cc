@@ -415,6 +415,12 @@ private:
         if (!res) {
             if (auto sp = line->find(' '); sp != std::string::npos) report_.user = printable(line->substr(0, sp), 64);
             auth_fail_delay();
+            // rsyncd's own log line for a failed login, which its tooling and tests match.
+            std::string reason = res.error().message;
+            if (auto q = reason.find("' denied by rule"); reason.starts_with("user '") && q != std::string::npos)
+                reason = "denied by rule";
+            spdlog::warn("auth failed on module {} from {} ({}) for {}: {}", m.name, peer_.display_name(), peer_.address,
+                         report_.user.empty() ? "?" : report_.user, reason);
             refuse("auth failed on module " + m.name, "auth failed: " + res.error().message);
             return std::nullopt;
         }
