@@ -48,6 +48,7 @@ void FlistEncoder::encode(const FileEntry& e, std::string& out) {
     put_longint(out, e.size);
     if (!(x & kXmitSameTime)) put_i32(out, static_cast<std::int32_t>(e.mtime));
     if (!(x & kXmitSameMode)) put_i32(out, static_cast<std::int32_t>(e.mode));
+    if (opt_.preserve_atimes && !S_ISDIR(e.mode)) put_varlong(out, e.atime, 4);
     if (opt_.preserve_uid && !(x & kXmitSameUid)) put_i32(out, static_cast<std::int32_t>(e.uid));
     if (opt_.preserve_gid && !(x & kXmitSameGid)) put_i32(out, static_cast<std::int32_t>(e.gid));
     if (has_rdev && !(x & kXmitSameRdevPre28)) put_i32(out, static_cast<std::int32_t>(rdev));
@@ -140,6 +141,11 @@ Result<std::optional<FileEntry>> FlistDecoder::decode(WireReader& in) {
             return fail("protocol error: invalid file mode 0" + std::to_string(m) + " for " + e.name);
     }
     e.mode = mode_;
+    if (opt_.preserve_atimes && !S_ISDIR(e.mode)) {
+        auto v = in.read_varlong(4);
+        if (!v) return std::unexpected(v.error());
+        e.atime = *v;
+    }
     if (opt_.preserve_uid && !(x & kXmitSameUid)) {
         auto v = in.read_i32();
         if (!v) return std::unexpected(v.error());

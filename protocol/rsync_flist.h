@@ -45,6 +45,7 @@ struct FlistOptions {
     bool preserve_specials = false;
     bool preserve_hard_links = false;
     bool always_checksum = false;
+    bool preserve_atimes = false;  // -U: a varlong access time after the mode (non-dirs)
 };
 
 struct FileEntry {
@@ -52,6 +53,7 @@ struct FileEntry {
     std::uint32_t mode = 0;
     std::int64_t size = 0;
     std::int64_t mtime = 0;
+    std::int64_t atime = 0;        // -U only
     std::uint32_t uid = 0;
     std::uint32_t gid = 0;
     std::uint32_t rdev = 0;        // as on the wire below 28: the sender's dev_t as int32

@@ -123,7 +123,7 @@ Result<void> TokenWriter::send_deflated(std::int32_t token, const std::uint8_t* 
 
     if (token == -1) {
         if (auto w = out_.write_u8(kEndFlag); !w) return w;
-    } else if (token != -2) {
+    } else if (token != -2 && history_) {
         // Add the matched block to the compressor history (output discarded).
         const std::uint8_t* p = block;
         std::size_t left = toklen;
@@ -282,7 +282,7 @@ Result<Token> TokenReader::next_deflated() {
 }
 
 Result<void> TokenReader::see_block(const std::uint8_t* data, std::size_t len) {
-    if (!compress_) return {};
+    if (!compress_ || !history_) return {};
     unsigned char hdr[5];
     std::size_t blklen = 0;
     rx_.avail_in = 0;

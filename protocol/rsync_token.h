@@ -40,6 +40,9 @@ public:
     // are `block`/`blen` (the sender's copy), -1 end of file, -2 literal only.
     Result<void> send(std::int32_t token, const std::uint8_t* lit, std::size_t n,
                       const std::uint8_t* block, std::size_t blen);
+    // rsync's CPRES_ZLIBX (`-zz`, sent as --new-compress): matched blocks do not enter the
+    // compression history. Set before the first send().
+    void set_block_history(bool on) { history_ = on; }
 
 private:
     Result<void> send_plain(std::int32_t token, const std::uint8_t* lit, std::size_t n);
@@ -49,6 +52,7 @@ private:
 
     WireWriter& out_;
     bool compress_;
+    bool history_ = true;
     int level_;
     int protocol_;
     z_stream tx_{};
@@ -76,6 +80,8 @@ public:
     Result<Token> next();
     // see_token(): after a block token, the basis bytes of that block.
     Result<void> see_block(const std::uint8_t* data, std::size_t len);
+    // CPRES_ZLIBX: see_block() does nothing (the sender did not add blocks to its history).
+    void set_block_history(bool on) { history_ = on; }
 
 private:
     Result<Token> next_plain();
@@ -84,6 +90,7 @@ private:
 
     WireReader& in_;
     bool compress_;
+    bool history_ = true;
     int protocol_;
     // plain
     std::int32_t residue_ = 0;

@@ -44,6 +44,47 @@ Result<std::int32_t> WireReader::read_i32() {
     return static_cast<std::int32_t>(u);
 }
 
+void put_varlong(std::string& out, std::int64_t x, int min_bytes) {
+    unsigned char b[9] = {};
+    const auto u = static_cast<std::uint64_t>(x);
+    for (int i = 0; i < 8; ++i) b[1 + i] = static_cast<unsigned char>(u >> (8 * i));
+    int cnt = 8;
+    while (cnt > min_bytes && b[cnt] == 0) --cnt;
+    const auto bit = static_cast<unsigned char>(1u << (7 - cnt + min_bytes));
+    if (b[cnt] >= bit) {
+        ++cnt;
+        b[0] = static_cast<unsigned char>(~(bit - 1));
+    } else if (cnt > min_bytes) {
+        b[0] = static_cast<unsigned char>(b[cnt] | ~(bit * 2 - 1));
+    } else {
+        b[0] = b[cnt];
+    }
+    out.append(reinterpret_cast<const char*>(b), static_cast<std::size_t>(cnt));
+}
+
+Result<std::int64_t> WireReader::read_varlong(int min_bytes) {
+    static constexpr unsigned char kExtra[64] = {
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 5, 6};
+    unsigned char b2[8] = {};
+    unsigned char u[9] = {};
+    if (min_bytes < 1 || min_bytes > 8) return fail("protocol error: bad varlong width");
+    if (auto r = read_exact(b2, static_cast<std::size_t>(min_bytes)); !r) return std::unexpected(r.error());
+    std::memcpy(u, b2 + 1, static_cast<std::size_t>(min_bytes - 1));
+    const int extra = kExtra[b2[0] / 4];
+    if (extra) {
+        if (min_bytes + extra > 9) return fail("protocol error: overflow in varlong");
+        const auto bit = static_cast<unsigned char>(1u << (8 - extra));
+        if (auto r = read_exact(u + min_bytes - 1, static_cast<std::size_t>(extra)); !r) return std::unexpected(r.error());
+        u[min_bytes + extra - 1] = static_cast<unsigned char>(b2[0] & (bit - 1));
+    } else {
+        u[min_bytes - 1] = b2[0];
+    }
+    std::uint64_t v = 0;
+    for (int i = 7; i >= 0; --i) v = (v << 8) | u[i];
+    return static_cast<std::int64_t>(v);
+}
+
 Result<std::int64_t> WireReader::read_longint() {
     auto v = read_i32();
     if (!v) return std::unexpected(v.error());

@@ -30,6 +30,9 @@ void put_u8(std::string& out, std::uint8_t v);
 void put_i32(std::string& out, std::int32_t v);
 // io.c write_longint: int32 when 0 <= v <= INT32_MAX, else 0xFFFFFFFF + low32 + high32.
 void put_longint(std::string& out, std::int64_t v);
+// io.c write_varlong(x, min_bytes): at least min_bytes (1..8), a leading byte whose high
+// bits count the extra bytes. Used below protocol 30 only for -U access times.
+void put_varlong(std::string& out, std::int64_t v, int min_bytes);
 
 class WireReader {
 public:
@@ -40,6 +43,8 @@ public:
     Result<std::uint8_t> read_u8();
     Result<std::int32_t> read_i32();
     Result<std::int64_t> read_longint();
+    // io.c read_varlong(); fails on an encoding longer than 8 value bytes.
+    Result<std::int64_t> read_varlong(int min_bytes);
     // Reads n bytes after checking n <= max; `what` names the field in the error.
     Result<std::string> read_bytes(std::int64_t n, std::size_t max, std::string_view what);
 };

@@ -1,5 +1,6 @@
 // syncfsd: the mirror-side server. Speaks the rsync daemon protocol (and, later, the native
 // syncfs protocol) on one port. See man/syncfsd.8 and docs/syncfsd.md.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -28,7 +29,30 @@ int main(int argc, char** argv) {
     app.add_flag("--inetd", opt.inetd, "serve one connection on stdin/stdout");
     bool debug = false;
     app.add_flag("-d,--debug", debug, "debug logging");
+    // `rsync --daemon` compatibility, so syncfsd can stand in wherever rsyncd is started
+    // by its own command line (inetd entries, RSYNC_CONNECT_PROG, --rsync-path over ssh):
+    //   --daemon                 stdin is a socket: serve that one connection (as --inetd);
+    //                            otherwise listen (detaching unless --no-detach).
+    //   --server --daemon .      daemon over a remote shell: serve stdin/stdout.
+    bool rsync_daemon = false, rsync_server = false;
+    std::vector<std::string> rest;
+    app.add_flag("--daemon", rsync_daemon, "rsync compatibility: behave as `rsync --daemon`");
+    app.add_flag("--server", rsync_server, "rsync compatibility: with --daemon, serve stdin/stdout (remote shell)");
+    app.add_option("args", rest, "ignored (`rsync --server --daemon .` passes \".\")");
     CLI11_PARSE(app, argc, argv);
+    if (rsync_server && !rsync_daemon) {
+        std::fprintf(stderr, "syncfsd: --server is only supported together with --daemon\n");
+        return 1;
+    }
+    if (rsync_daemon) {
+        struct stat st {};
+        if (rsync_server) {
+            opt.inetd = true;
+            opt.over_remote_shell = true;
+        } else if (::fstat(0, &st) == 0 && S_ISSOCK(st.st_mode)) {
+            opt.inetd = true;
+        }
+    }
     if (port >= 0) opt.port = port;
     if (!address.empty()) opt.address = address;
 

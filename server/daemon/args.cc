@@ -106,36 +106,78 @@ constexpr std::pair<char, std::string_view> kLetters[] = {
     {'W', "whole-file"}, {'X', "xattrs"},
 };
 
-// rsyncd: refusing "delete" refuses every --delete-WHEN variant too.
-bool matches(std::string_view name, const std::string& pattern) {
-    if (pattern == "delete" && name.starts_with("delete")) return true;
-    return ::fnmatch(pattern.c_str(), std::string(name).c_str(), 0) == 0;
+// One `refuse options` word: "!" un-refuses; the last matching word decides (rsync
+// options.c set_refuse_options / parse_one_refuse_match).
+struct RefuseRule {
+    bool negated = false;
+    bool wild = false;
+    std::string pattern;
+};
+
+// Options rsyncd only refuses by exact name, never through a wildcard like "*".
+bool exact_only(std::string_view name, char letter) {
+    if (letter == 'e' || letter == '0' || letter == 's' || letter == 'n') return true;
+    for (std::string_view n : {"iconv", "no-iconv", "checksum-seed", "copy-devices", "write-devices", "log-format",
+                               "sender", "server", "rsh", "dry-run", "secluded-args", "from0"})
+        if (name == n) return true;
+    return false;
+}
+
+bool is_refused(std::string_view name, char letter, const std::vector<RefuseRule>& rules) {
+    bool refused = false;
+    const std::string long_name(name);
+    const std::string short_name = letter ? std::string(1, letter) : std::string();
+    for (const auto& r : rules) {
+        std::string pat = r.pattern;
+        bool wild = r.wild;
+        if (pat == "a" || pat == "archive") {  // -a stands for the options it implies
+            pat = "[ardlptgoD]";
+            wild = true;
+        }
+        // Spellings of one option (rsync same_refuse_action()): --del is --delete-during.
+        std::string alias = name == "del" ? "delete-during" : name == "delete-during" ? "del" : "";
+        bool hit = ::fnmatch(pat.c_str(), long_name.c_str(), 0) == 0 ||
+                   (!alias.empty() && !wild && pat == alias) ||
+                   (!short_name.empty() && ::fnmatch(pat.c_str(), short_name.c_str(), 0) == 0);
+        // Refusing "delete" refuses every --delete-WHEN variant too.
+        if (!hit && pat == "delete" && (name.starts_with("delete") || name == "del")) hit = true;
+        if (!hit || (wild && exact_only(name, letter))) continue;
+        refused = !r.negated;
+    }
+    return refused;
 }
 
 }  // namespace
 
 std::string refused_option(const std::vector<std::string>& args, const std::string& refuse_list) {
-    std::vector<std::string> patterns;
+    std::vector<RefuseRule> rules;
     std::size_t pos = 0;
     while (pos < refuse_list.size()) {
         std::size_t s = refuse_list.find_first_not_of(" \t", pos);
         if (s == std::string::npos) break;
         std::size_t e = refuse_list.find_first_of(" \t", s);
         std::string p = refuse_list.substr(s, e == std::string::npos ? std::string::npos : e - s);
-        if (p.starts_with("!")) p.erase(0, 1);  // rsync's "don't refuse" form: not supported, ignored
-        else if (p.starts_with("-")) p.erase(0, p.find_first_not_of('-'));
-        else patterns.push_back(p);
+        RefuseRule r;
+        if (p.size() > 1 && p.starts_with("!")) {
+            r.negated = true;
+            p.erase(0, 1);
+        }
+        if (p.starts_with("-")) p.erase(0, p.find_first_not_of('-') == std::string::npos ? p.size() : p.find_first_not_of('-'));
+        r.wild = p.find_first_of("*?[") != std::string::npos;
+        r.pattern = std::move(p);
+        if (!r.pattern.empty()) rules.push_back(std::move(r));
         pos = e == std::string::npos ? refuse_list.size() : e;
     }
-    if (patterns.empty()) return {};
+    if (rules.empty()) return {};
     for (std::size_t i = 1; i < args.size(); ++i) {
         std::string_view a = args[i];
         if (a == ".") break;
         if (a.starts_with("--")) {
             std::string_view name = a.substr(2, a.find('=') == std::string_view::npos ? std::string_view::npos : a.find('=') - 2);
-            if (name == "server" || name == "sender") continue;
-            for (const auto& p : patterns)
-                if (matches(name, p)) return "--" + std::string(name);
+            char letter = 0;
+            for (const auto& [l, n] : kLetters)
+                if (n == name) letter = l;
+            if (is_refused(name, letter, rules)) return "--" + std::string(name);
         } else if (a.starts_with("-")) {
             // A cluster like -logDtpre.iLsfxC: letters before a '.' are options; the part
             // after '.' is protocol capability flags, not options.
@@ -143,9 +185,7 @@ std::string refused_option(const std::vector<std::string>& args, const std::stri
             for (char c : letters) {
                 if (c == 'e') break;  // -e takes the rest of the cluster as its argument
                 for (const auto& [letter, name] : kLetters)
-                    if (letter == c)
-                        for (const auto& p : patterns)
-                            if (matches(name, p)) return "--" + std::string(name);
+                    if (letter == c && is_refused(name, letter, rules)) return "--" + std::string(name);
             }
         }
     }

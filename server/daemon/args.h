@@ -12,7 +12,7 @@
 namespace sfs::server {
 
 inline constexpr std::size_t kMaxArgs = 1024;
-inline constexpr std::size_t kMaxArgLen = 4096;
+inline constexpr std::size_t kMaxArgLen = 16 * 1024;  // rsync -M can pass long values; rejected later with a message
 inline constexpr std::size_t kMaxArgBytes = 256 * 1024;
 
 Result<std::vector<std::string>> read_args(LineChannel& ch, int protocol);

@@ -1,4 +1,5 @@
 #include "server/daemon/auth.h"
+#include "server/daemon/trusted_path.h"
 
 #include <fcntl.h>
 #include <fnmatch.h>
@@ -19,9 +20,25 @@
 namespace sfs::server {
 namespace {
 
-// Splits on spaces, tabs and commas.
+// Splits on spaces, tabs and commas; a value starting with a comma splits on commas
+// alone, trimming each entry (rsync util1.c conf_strtok()), so an entry such as
+// "@group with space:deny" stays one rule.
 std::vector<std::string> tokens(std::string_view s) {
     std::vector<std::string> out;
+    std::size_t lead = s.find_first_not_of(" \t");
+    if (lead != std::string_view::npos && s[lead] == ',') {
+        std::size_t pos = lead + 1;
+        while (pos <= s.size()) {
+            std::size_t end = s.find(',', pos);
+            if (end == std::string_view::npos) end = s.size();
+            std::string_view t = s.substr(pos, end - pos);
+            while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
+            while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
+            if (!t.empty()) out.emplace_back(t);
+            pos = end + 1;
+        }
+        return out;
+    }
     std::size_t pos = 0;
     while (pos < s.size()) {
         std::size_t start = s.find_first_not_of(" ,\t", pos);
@@ -58,10 +75,8 @@ std::vector<std::string> groups_of(const std::string& user) {
 
 Result<std::string> read_secrets(const AuthRequest& req) {
     if (req.secrets_file.empty()) return fail("no secrets file");
-    struct stat lst {};
-    if (::lstat(req.secrets_file.c_str(), &lst) == 0 && S_ISLNK(lst.st_mode) && lst.st_uid != 0 &&
-        lst.st_uid != ::geteuid())
-        return fail(req.secrets_file + ": refusing a symlink owned by another user");
+    if (std::string bad = untrusted_symlink(req.secrets_file); !bad.empty())
+        return fail(req.secrets_file + ": refusing " + bad + ", a symlink owned by another user");
     UniqueFd fd(::open(req.secrets_file.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) return fail(req.secrets_file + ": cannot open secrets file: " + std::strerror(errno));
     struct stat st {};

@@ -23,6 +23,7 @@
 #include "server/daemon/auth.h"
 #include "server/daemon/conn_limit.h"
 #include "server/daemon/line_io.h"
+#include "server/daemon/module_filter.h"
 #include "server/daemon/privileges.h"
 #include "server/daemon/refusal.h"
 #include "server/native/session.h"
@@ -232,7 +233,22 @@ private:
 
     void serve_module(const ModuleConfig& m) {
         const ParamSet& p = m.params;
-        auto admitted = admit(m);
+        // `include from` / `exclude from` may live outside the module: read them before
+        // admit() chroots. An unreadable one refuses the client (never serve unfiltered).
+        std::vector<std::string> include_from, exclude_from;
+        auto admitted = admit(m, [&]() {
+            for (auto [param, lines] : {std::pair{P::include_from, &include_from}, std::pair{P::exclude_from, &exclude_from}}) {
+                if (!p.is_set(param) || p.str(param).empty()) continue;
+                std::string err;
+                auto l = read_filter_file(p.str(param), err);
+                if (!l) {
+                    refuse("module " + m.name + " cannot read its filter file", std::string(info(param).name) + " " + err);
+                    return false;
+                }
+                *lines = std::move(*l);
+            }
+            return true;
+        });
         if (!admitted) return;
         const std::optional<bool> user_read_only = admitted->user_read_only;
         const ModuleEnv* env = &admitted->env;
@@ -253,12 +269,28 @@ private:
         ModuleAccess access;
         access.name = m.name;
         access.path = env->root;
+        access.root_is_cwd = true;   // enter_module() chdir'd into the root
         access.read_only = user_read_only.value_or(p.flag(P::read_only));
         access.write_only = p.flag(P::write_only);
         access.ignore_errors = p.flag(P::ignore_errors);
-        access.munge_symlinks = p.tristate(P::munge_symlinks).value_or(!env->chrooted);
+        // rsyncd: munge unless chrooted to the module itself; a "/jail/./inner" module
+        // chroots above the module, so its links could still reach the jail's other parts.
+        access.munge_symlinks = p.tristate(P::munge_symlinks).value_or(!env->chrooted || env->root != "/");
         access.numeric_ids = p.tristate(P::numeric_ids).value_or(env->chrooted);
         access.am_root = env->am_root;
+        {
+            std::vector<std::string> warnings;
+            access.daemon_filter = module_filter_rules(p.str(P::filter), p.str(P::include), p.str(P::exclude), warnings,
+                                                       include_from, exclude_from);
+            for (const auto& w : warnings) spdlog::warn("module {}: {}", m.name, w);
+        }
+        access.incoming_chmod = p.str(P::incoming_chmod);
+        access.outgoing_chmod = p.str(P::outgoing_chmod);
+        access.transfer_logging = p.flag(P::transfer_logging);
+        access.log_format = p.str(P::log_format);
+        access.peer_host = peer_.display_name();
+        access.peer_addr = peer_.address;
+        access.user = report_.user;
 
         if (std::string opt = refused_option(*args, p.str(P::refuse_options)); !opt.empty()) {
             std::string msg = "The server is configured to refuse " + opt;
@@ -383,6 +415,12 @@ private:
         if (!res) {
             if (auto sp = line->find(' '); sp != std::string::npos) report_.user = printable(line->substr(0, sp), 64);
             auth_fail_delay();
+            // rsyncd's own log line for a failed login, which its tooling and tests match.
+            std::string reason = res.error().message;
+            if (auto q = reason.find("' denied by rule"); reason.starts_with("user '") && q != std::string::npos)
+                reason = "denied by rule";
+            spdlog::warn("auth failed on module {} from {} ({}) for {}: {}", m.name, peer_.display_name(), peer_.address,
+                         report_.user.empty() ? "?" : report_.user, reason);
             refuse("auth failed on module " + m.name, "auth failed: " + res.error().message);
             return std::nullopt;
         }

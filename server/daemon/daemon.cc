@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <chrono>
 #include <cstring>
 #include <memory>
@@ -46,6 +47,21 @@ std::string peer_address(int fd) {
         return "0.0.0.0";
     }
     return buf;
+}
+
+// rsync clientname.c client_addr() in daemon-over-rsh mode: the first word of the first
+// set variable, if it is a numeric address; otherwise 0.0.0.0.
+std::string remote_shell_peer_address() {
+    for (const char* name : {"REMOTE_HOST", "SSH_CONNECTION", "SSH_CLIENT", "SSH2_CLIENT"}) {
+        const char* v = std::getenv(name);
+        if (!v) continue;
+        std::string a(v, ::strnlen(v, 256));
+        if (auto sp = a.find(' '); sp != std::string::npos) a.resize(sp);
+        unsigned char buf[sizeof(in6_addr)];
+        if (inet_pton(AF_INET, a.c_str(), buf) == 1 || inet_pton(AF_INET6, a.c_str(), buf) == 1) return a;
+        break;
+    }
+    return "0.0.0.0";
 }
 
 Result<std::vector<UniqueFd>> open_listeners(const std::string& address, int port) {
@@ -312,10 +328,10 @@ int run_daemon(const DaemonOptions& options, DaemonConfig config) {
     return d.run();
 }
 
-int run_inetd(const DaemonOptions& /*options*/, const DaemonConfig& config) {
+int run_inetd(const DaemonOptions& options, const DaemonConfig& config) {
     ::signal(SIGPIPE, SIG_IGN);
     Peer peer;
-    peer.address = peer_address(0);
+    peer.address = options.over_remote_shell ? remote_shell_peer_address() : peer_address(0);
     // Logged before the connection may chroot: the first syslog() call connects to
     // /dev/log, which is unreachable from inside the module's root.
     spdlog::info("inetd connection from {}", peer.address);

@@ -26,6 +26,9 @@ struct DaemonOptions {
     bool no_detach = false;
     std::string log_file;                 // --log-file overrides `log file`
     bool inetd = false;
+    // --server --daemon: stdin/stdout are a remote shell's pipes; the peer is taken from
+    // REMOTE_HOST / SSH_CONNECTION / SSH_CLIENT as rsync's client_addr() does.
+    bool over_remote_shell = false;
     int shutdown_grace_s = 10;
 };
 

@@ -40,6 +40,15 @@ const std::array<ParamInfo, kParamCount> kParams = {{
     {"reverse lookup", module, boolean, "no", "look up client host names even if no pattern needs one"},
     {"forward lookup", module, boolean, "yes", "resolve host names in hosts allow/deny to addresses"},
     {"syncfs state dir", module, path, "/var/lib/syncfsd", "where native replication streams keep their applied position (a <module> subdirectory)"},
+    {"include", module, string, std::nullopt, "include patterns applied by the daemon (before exclude)"},
+    {"filter", module, string, std::nullopt, "filter rules (\"- PAT\" / \"+ PAT\") applied by the daemon"},
+    {"transfer logging", module, boolean, "no", "log one line per transferred file"},
+    {"log format", module, string, "%o %h [%a] %m (%u) %f %l", "format of transfer log lines"},
+    {"max verbosity", module, integer, "1", "highest client -v level that makes the daemon log more"},
+    {"incoming chmod", module, string, std::nullopt, "--chmod rules applied to the modes of received files"},
+    {"outgoing chmod", module, string, std::nullopt, "--chmod rules applied to the modes of sent files"},
+    {"include from", module, path, std::nullopt, "file of include patterns applied by the daemon, one per line"},
+    {"exclude from", module, path, std::nullopt, "file of exclude patterns applied by the daemon, one per line"},
 }};
 
 std::optional<P> find_param(std::string_view norm_key) {

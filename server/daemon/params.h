@@ -27,7 +27,8 @@ enum class P : std::size_t {
     path, comment, read_only, write_only, list, hosts_allow, hosts_deny, auth_users,
     secrets_file, strict_modes, uid, gid, use_chroot, munge_symlinks, max_connections,
     lock_file, ignore_errors, numeric_ids, timeout, dont_compress, refuse_options, exclude,
-    reverse_lookup, forward_lookup, syncfs_state_dir,
+    reverse_lookup, forward_lookup, syncfs_state_dir, include, filter, transfer_logging,
+    log_format, max_verbosity, incoming_chmod, outgoing_chmod, include_from, exclude_from,
     count_
 };
 

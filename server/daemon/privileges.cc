@@ -1,4 +1,5 @@
 #include "server/daemon/privileges.h"
+#include "server/daemon/trusted_path.h"
 
 #include <grp.h>
 #include <pwd.h>
@@ -64,6 +65,19 @@ std::expected<ModuleEnv, Refusal> enter_module(const ModuleConfig& module) {
                 std::size_t e = glist.find_first_of(" ,\t", s);
                 std::string name = glist.substr(s, e == std::string::npos ? std::string::npos : e - s);
                 pos = e == std::string::npos ? glist.size() : e;
+                if (name == "*") {
+                    // rsyncd: every group the module's uid is a member of, primary first.
+                    struct passwd pw {}, *res = nullptr;
+                    std::string buf(16384, '\0');
+                    if (::getpwuid_r(uid, &pw, buf.data(), buf.size(), &res) != 0 || !res)
+                        return refuse("invalid gid *", "module [" + module.name + "]: gid = * needs a named uid");
+                    int n = 256;
+                    std::vector<gid_t> all(static_cast<std::size_t>(n));
+                    if (::getgrouplist(pw.pw_name, pw.pw_gid, all.data(), &n) < 0 || n <= 0)
+                        return refuse("invalid gid *", "module [" + module.name + "]: more than 256 groups for " + pw.pw_name);
+                    gids.insert(gids.end(), all.begin(), all.begin() + n);
+                    continue;
+                }
                 auto g = to_gid(name);
                 if (!g) return refuse("invalid gid " + name, "module [" + module.name + "]: unknown gid '" + name + "'");
                 gids.push_back(*g);
@@ -79,6 +93,9 @@ std::expected<ModuleEnv, Refusal> enter_module(const ModuleConfig& module) {
         inner = path.substr(dot + 3);
     }
 
+    if (std::string bad = untrusted_symlink(path); !bad.empty())
+        return refuse("chdir failed", "module [" + module.name + "]: path component " + bad +
+                                          " is a symlink owned by another user; not followed");
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || ::chdir(path.c_str()) != 0)
         return refuse("chdir failed", "module [" + module.name + "]: chdir " + path + ": " + std::strerror(errno));

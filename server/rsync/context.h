@@ -3,12 +3,14 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "protocol/rsync_flist.h"
 #include "protocol/rsync_wire.h"
 #include "server/rsync/beneath.h"
+#include "server/rsync/chmod_spec.h"
 #include "server/rsync/filter.h"
 #include "server/rsync/options.h"
 #include "server/rsync/session.h"
@@ -25,7 +27,9 @@ struct Context {
     protocol::FdReader* in = nullptr;
     protocol::MuxWriter* out = nullptr;
     protocol::FlistOptions flist;
-    FilterList filters;
+    FilterList filters;          // the client's exclude list (transfer-root relative)
+    FilterList daemon_filters;   // the module's filter/include/exclude (module relative)
+    std::optional<ChmodSpec> incoming_chmod, outgoing_chmod;
     std::string peer;
     SessionStats stats;
 
@@ -33,6 +37,20 @@ struct Context {
     // on the wire, so warnings travel as info.
     void info(const std::string& text);
     void error(const std::string& text);
+
+    // True when the module's own rules exclude `module_path` (relative to the module root).
+    bool daemon_excluded(const std::string& module_path, bool is_dir) const {
+        return !daemon_filters.empty() && module_path != "." && !module_path.empty() &&
+               daemon_filters.excluded(module_path, is_dir);
+    }
+    // The same for a path the server picks itself (a --backup-dir target): every parent
+    // directory and the name are checked (rsync flist.c path_is_daemon_excluded()).
+    bool daemon_path_excluded(const std::string& module_path) const {
+        if (daemon_filters.empty()) return false;
+        for (std::size_t s = module_path.find('/'); s != std::string::npos; s = module_path.find('/', s + 1))
+            if (daemon_excluded(module_path.substr(0, s), true)) return true;
+        return daemon_excluded(module_path, false);
+    }
 };
 
 // Strips the "module/" prefix the client puts on each path (util1.c glob_expand_module)

@@ -55,6 +55,12 @@ bool Push::remove_tree(int parent, const std::string& name, const std::string& s
         }
         return true;
     }
+    if (o().backup) {
+        // -b: the deleted file goes to its backup path instead of away.
+        std::string rel = shown;
+        if (!dest.empty() && dest != "." && rel.starts_with(dest + "/")) rel.erase(0, dest.size() + 1);
+        return make_backup(parent, name, rel);
+    }
     if (unlinkat(parent, name.c_str(), 0) < 0) {
         ctx.error("rsync: delete_file: unlink \"" + shown + "\" failed: " + errstr(errno));
         return false;
@@ -77,7 +83,8 @@ void Push::delete_pass() {
         if (!e.active || !S_ISDIR(e.mode)) continue;
         if (!o().recurse && !e.top_dir) continue;
         std::string local = join_path(dest, e.name);
-        auto fd = ctx.root.open_beneath(local, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+        const bool via_link = dest_via_link && e.name == ".";   // followed, still beneath the root
+        auto fd = ctx.root.open_beneath(local, O_RDONLY | O_DIRECTORY | (via_link ? 0 : O_NOFOLLOW));
         if (!fd) continue;
         int dfd = fd->release();
         DIR* d = fdopendir(dfd);
@@ -95,6 +102,7 @@ void Push::delete_pass() {
             if (fstatat(dirfd(d), n.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) continue;
             bool is_dir = S_ISDIR(st.st_mode);
             if (!o().delete_excluded && ctx.filters.excluded(wire, is_dir)) continue;
+            if (ctx.daemon_excluded(join_path(dest, wire), is_dir)) continue;   // never deletable
             doomed.emplace_back(n, is_dir);
         }
         for (const auto& [n, is_dir] : doomed) {

@@ -57,6 +57,15 @@ void Push::gen_dir(std::size_t i) {
     std::string path = path_of(e);
     struct stat st {};
     bool exists = false;
+    if (o().keep_dirlinks) {
+        // -K: a symlink to a directory (resolved beneath the module root) stands in for
+        // the directory; what the list puts below it goes through the link.
+        auto cur = ctx.root.lstat(path);
+        if (cur && S_ISLNK(cur->st_mode) && ctx.root.open_beneath(path, O_PATH | O_DIRECTORY)) {
+            dirlinks_kept.insert(i);
+            return;
+        }
+    }
     if (!make_room(path, e.mode, st, exists)) return;
     if (!exists && !o().dry_run) {
         std::string base;
@@ -92,8 +101,9 @@ void Push::gen_symlink(const FileEntry& e) {
             return;
         }
     }
-    if (o().verbose && !o().dry_run) {}
     if (o().dry_run) return;
+    // -b: the old link (its target differs) is kept as a backup first.
+    if (exists && !make_backup(dir->get(), base, local_name.empty() ? e.name : local_name)) return;
     // Create under a temp name, then rename over the old entry.
     std::string tmp = "." + base + ".symlink." + std::to_string(::getpid());
     unlinkat(dir->get(), tmp.c_str(), 0);
@@ -208,11 +218,21 @@ Result<void> Push::gen_file(std::int32_t ndx, bool redo_pass) {
 
 Result<void> Push::generate() {
     delete_pass();
+    std::string refused_dir;  // a daemon-excluded directory: nothing below it is received
     for (std::size_t i = 0; i < list.size(); ++i) {
         const FileEntry& e = list[i];
         if (!e.active) continue;
         if (abort.load()) return fail("transfer aborted");
+        if (!refused_dir.empty() && e.name.starts_with(refused_dir)) continue;
+        if (local_name.empty() && ctx.daemon_excluded(path_of(e), S_ISDIR(e.mode))) {
+            // rsync generator.c recv_generator(): the client's exit code becomes 23.
+            ctx.error(std::string("ERROR: daemon refused to receive ") + (S_ISDIR(e.mode) ? "directory" : "file") +
+                      " \"" + e.name + "\"");
+            if (S_ISDIR(e.mode)) refused_dir = e.name == "." ? std::string() : e.name + "/";
+            continue;
+        }
         if (S_ISDIR(e.mode)) {
+            if (dest_via_link && e.name == ".") continue;
             gen_dir(i);
             dirs_made.push_back(i);
         } else if (S_ISLNK(e.mode)) {
@@ -241,6 +261,7 @@ Result<void> Push::generate() {
         link_hardlinks();
         // touch_up_dirs(): final permissions and times, after all contents changed.
         for (auto it = dirs_made.rbegin(); it != dirs_made.rend(); ++it) {
+            if (dirlinks_kept.contains(*it)) continue;
             const FileEntry& e = list[*it];
             set_path_attrs(path_of(e), e, false, dirs_created.contains(*it));
         }

@@ -15,7 +15,8 @@ Result<std::int64_t> parse_num(std::string_view opt, std::string_view v) {
     else if (!v.empty() && (v.back() == 'g' || v.back() == 'G')) mult = 1024 * 1024 * 1024, v.remove_suffix(1);
     auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
     if (ec != std::errc() || p != v.data() + v.size())
-        return fail("invalid number in option " + std::string(opt) + ": " + std::string(v));
+        return fail("syncfsd: invalid value in " + std::string(opt) + "=" + std::string(v.substr(0, 256)) +
+                    (v.size() > 256 ? "..." : ""));
     return n * static_cast<std::int64_t>(mult);
 }
 
@@ -26,9 +27,13 @@ Result<void> short_flags(ServerOptions& o, std::string_view s) {
         case 'r': o.recurse = true; break;
         case 'd': o.xfer_dirs = true; break;
         case 'l': o.links = true; break;
+        case 'L': o.copy_links = true; break;
+        case 'k': o.copy_dirlinks = true; break;
+        case 'K': o.keep_dirlinks = true; break;
         case 'p': o.perms = true; break;
         case 'E': o.executability = true; break;
         case 't': o.times = true; break;
+        case 'U': o.atimes = true; break;
         case 'O': o.omit_dir_times = true; break;
         case 'J': break;  // omit symlink times: we never set them
         case 'o': o.owner = true; break;
@@ -43,6 +48,7 @@ Result<void> short_flags(ServerOptions& o, std::string_view s) {
         case 'W': o.whole_file = true; break;
         case 'I': o.ignore_times = true; break;
         case 'u': o.update_only = true; break;
+        case 'b': o.backup = true; break;
         case 'S': o.sparse = true; break;
         case 'x': o.one_file_system = true; break;
         case 'e': return {};  // -e.<client info>: rest of the cluster (protocol >= 30 info)
@@ -85,10 +91,29 @@ Result<ServerOptions> parse_server_args(const std::vector<std::string>& args) {
             has_value = true;
         }
         if (name == "--sender") o.sender = true;
-        else if (name == "--delete" || name == "--delete-before" || name == "--delete-during" ||
+        else if (name == "--delete" || name == "--del" || name == "--delete-before" || name == "--delete-during" ||
                  name == "--delete-after" || name == "--delete-delay") o.delete_mode = true;
         else if (name == "--delete-excluded") o.delete_mode = o.delete_excluded = true;
         else if (name == "--force") o.force = true;
+        else if (name == "--backup") o.backup = true;
+        else if (name == "--backup-dir") {
+            // Sent as two arguments ("--backup-dir", DIR) so a shell could expand ~; the
+            // "=" form is accepted as well.
+            if (!has_value) {
+                if (i + 1 >= args.size() || args[i + 1] == ".")
+                    return fail("protocol error: --backup-dir without a directory");
+                value = args[++i];
+            }
+            if (value.empty() || value.size() > 4096) return fail("invalid --backup-dir");
+            o.backup = true;
+            o.backup_dir = std::string(value);
+        } else if (name == "--suffix") {
+            if (value.find('/') != std::string_view::npos || value.size() > 255)
+                return fail("--suffix cannot contain slashes: " + std::string(value));
+            o.suffix = std::string(value);
+            o.suffix_set = true;
+        }
+        else if (name == "--new-compress") o.compress = o.new_compress = true;
         else if (name == "--ignore-errors") o.ignore_errors = true;
         else if (name == "--numeric-ids") o.numeric_ids = true;
         else if (name == "--inplace") o.inplace = true;
@@ -129,6 +154,9 @@ Result<ServerOptions> parse_server_args(const std::vector<std::string>& args) {
             return fail("syncfsd: option " + std::string(name) + " is not supported by this server");
         }
     }
+    if (!o.suffix_set) o.suffix = o.backup_dir.empty() ? "~" : "";
+    if (o.backup && o.backup_dir.empty() && o.suffix.empty())
+        return fail("--suffix cannot be empty without a --backup-dir");
     if (!saw_server) return fail("protocol error: argument list lacks --server");
     if (!saw_dot) return fail("protocol error: argument list lacks the \".\" placeholder");
     return o;

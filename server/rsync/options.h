@@ -16,9 +16,13 @@ struct ServerOptions {
     bool recurse = false;        // -r
     bool xfer_dirs = false;      // -d
     bool links = false;          // -l
+    bool copy_links = false;     // -L: a pull sends what symlinks point to (beneath the module)
+    bool copy_dirlinks = false;  // -k: the same for symlinks to directories only
+    bool keep_dirlinks = false;  // -K: a push keeps a symlink to a directory where the list has a directory
     bool perms = false;          // -p
     bool executability = false;  // -E
     bool times = false;          // -t
+    bool atimes = false;         // -U (-UU: also the sender's --open-noatime; same here)
     bool omit_dir_times = false; // -O
     bool owner = false;          // -o
     bool group = false;          // -g
@@ -28,6 +32,7 @@ struct ServerOptions {
     bool checksum = false;       // -c
     bool dry_run = false;        // -n
     bool compress = false;       // -z
+    bool new_compress = false;   // --new-compress (-zz, rsync's zlibx): no block history
     int compress_level = 6;
     int verbose = 0;             // -v
     bool numeric_ids = false;
@@ -36,6 +41,10 @@ struct ServerOptions {
     bool force = false;
     bool ignore_errors = false;
     bool inplace = false;
+    bool backup = false;         // -b: replaced or deleted files are kept
+    std::string backup_dir;      // --backup-dir DIR (implies -b); as sent, sanitized later
+    std::string suffix;          // --suffix; default "~", or "" with --backup-dir
+    bool suffix_set = false;
     bool partial = false;
     bool whole_file = false;     // -W
     bool ignore_times = false;   // -I

@@ -72,6 +72,10 @@ struct Push {
     std::vector<FileEntry> list;
     std::string dest;          // module-relative destination dir ("." = root)
     std::string local_name;    // single-file transfer to a new name
+    // `dest` is a symlink to a directory inside the module (rsync follows it: the module's
+    // filters are name-based, not a symlink boundary); "." is then neither created nor
+    // given attributes, and everything below goes through the link, beneath the root.
+    bool dest_via_link = false;
     std::int32_t sender_io_error = 0;
     std::map<std::int32_t, std::int32_t> hlink_leader;   // follower ndx -> leader ndx
     RecvEvents events;
@@ -84,6 +88,7 @@ struct Push {
     int deletions = 0;
 
     std::vector<std::size_t> dirs_made;
+    std::set<std::size_t> dirlinks_kept;   // -K: list dirs that are symlinks here (no touch-up)
     std::set<std::size_t> dirs_created;
 
     std::string path_of(const FileEntry& e) const {
@@ -99,6 +104,13 @@ struct Push {
     void set_path_attrs(const std::string& path, const FileEntry& e, bool is_link, bool created = false);
     // chmod of an existing non-symlink entry without /proc (works in a chroot); 0 or -1/errno.
     int chmod_entry(const std::string& path, int parent, const char* name, const struct stat& st, mode_t want);
+    // ---- backups (backup.cc) -------------------------------------------------------
+    // Where the backup of `rel_to_dest` (relative to the destination dir) goes.
+    std::string backup_path(const std::string& rel_to_dest) const;
+    bool make_backup_parents(const std::string& module_path);
+    // With -b: moves (or, `copy`, copies) entry `name` of dir fd `parent` to its backup
+    // path. True when there was nothing to do or the backup was made.
+    bool make_backup(int parent, const std::string& name, const std::string& rel_to_dest, bool copy = false);
     // ---- deletion ------------------------------------------------------------------
     // Removes `path` (a directory recursively). Returns false on error.
     bool remove_tree(int parent, const std::string& name, const std::string& shown);

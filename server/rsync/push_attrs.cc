@@ -45,12 +45,12 @@ void Push::set_fd_attrs(int fd, const FileEntry& e, bool exists, mode_t cur) {
     }
     if (fchmod(fd, new_mode(e, exists, cur)) < 0)
         ctx.error("rsync: chmod \"" + path_of(e) + "\" failed: " + errstr(errno));
-    if (o().times) {
+    if (o().times || o().atimes) {
         struct timespec ts[2];
-        ts[0].tv_sec = 0;
-        ts[0].tv_nsec = UTIME_OMIT;
+        ts[0].tv_sec = o().atimes ? static_cast<time_t>(e.atime) : 0;
+        ts[0].tv_nsec = o().atimes ? 0 : UTIME_OMIT;
         ts[1].tv_sec = static_cast<time_t>(e.mtime);
-        ts[1].tv_nsec = 0;
+        ts[1].tv_nsec = o().times ? 0 : UTIME_OMIT;
         if (futimens(fd, ts) < 0)
             ctx.error("rsync: failed to set times on \"" + path_of(e) + "\": " + errstr(errno));
     }

@@ -28,6 +28,7 @@
 
 #include "protocol/rsync_match.h"
 #include "server/rsync/push.h"
+#include "server/rsync/transfer_log.h"
 
 namespace sfs::server::rsync {
 
@@ -73,6 +74,7 @@ Result<void> Push::receive_file(std::int32_t ndx, int phase, bool& ok) {
     bool inplace = o().inplace;
     if (dir) {
         if (inplace) {
+            if (exists) (void)make_backup(dir->get(), base, local_name.empty() ? e.name : local_name, true);
             int f = openat(dir->get(), base.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
             if (f >= 0) out.reset(f);
         } else {
@@ -93,6 +95,7 @@ Result<void> Push::receive_file(std::int32_t ndx, int phase, bool& ok) {
                   (dir ? errstr(open_err) : errstr(dir.error())));
     }
     protocol::TokenReader tokens(*ctx.in, o().compress, ctx.protocol);
+    tokens.set_block_history(!o().new_compress);
     protocol::Md4 sum = protocol::file_transfer_sum(ctx.seed);
     std::int64_t offset = 0;
     bool write_failed = !out;
@@ -193,6 +196,11 @@ Result<void> Push::receive_file(std::int32_t ndx, int phase, bool& ok) {
         return {};
     }
     set_fd_attrs(out.get(), e, exists, bst.st_mode);
+    if (!inplace && exists && !make_backup(dir->get(), base, local_name.empty() ? e.name : local_name)) {
+        ctx.error("rsync: backup of \"" + path + "\" failed; the update was discarded");
+        cleanup_tmp();
+        return {};
+    }
     if (!inplace) {
         if (renameat(dir->get(), tmp.c_str(), dir->get(), base.c_str()) < 0) {
             ctx.error("rsync: rename \"" + tmp + "\" -> \"" + path + "\": " + errstr(errno));
@@ -229,6 +237,7 @@ Result<void> Push::receive() {
         bool ok = true;
         if (auto r = receive_file(*ndx, phase, ok); !r) return r;
         if (!ok && phase == 0) events.push({RecvEvent::redo, *ndx});
+        if (ok) log_transfer(*ctx.module, TransferLogItem{false, path_of(e), e.name, &e, e.size});
     }
 }
 
@@ -249,6 +258,14 @@ void choose_destination(Push& r, std::string dest_arg) {
     if (st && S_ISDIR(st->st_mode)) {
         r.dest = dest_arg;
         return;
+    }
+    if (st && S_ISLNK(st->st_mode) && dest_arg != ".") {
+        auto fd = ctx.root.open_beneath(dest_arg, O_PATH | O_DIRECTORY);
+        if (fd) {
+            r.dest = dest_arg;
+            r.dest_via_link = true;
+            return;
+        }
     }
     if (active == 1 && !S_ISDIR(only->mode) && !trailing && dest_arg != ".") {
         r.local_name = dest_arg;
@@ -283,6 +300,7 @@ Result<void> run_receiver(Context& ctx) {
         if (r.list.size() >= protocol::kMaxFlistEntries)
             return fail("protocol error: file list longer than " + std::to_string(protocol::kMaxFlistEntries));
         if (S_ISREG((*e)->mode) || S_ISLNK((*e)->mode)) ctx.stats.total_size += static_cast<std::uint64_t>((*e)->size);
+        if (ctx.incoming_chmod && !S_ISLNK((*e)->mode)) (*e)->mode = ctx.incoming_chmod->apply((*e)->mode);
         r.list.push_back(std::move(**e));
     }
     protocol::IdNames users, groups;

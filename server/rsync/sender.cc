@@ -16,6 +16,8 @@
 #include <spdlog/spdlog.h>
 
 #include "protocol/rsync_match.h"
+#include "server/rsync/arg_glob.h"
+#include "server/rsync/transfer_log.h"
 #include "server/rsync/context.h"
 
 namespace sfs::server::rsync {
@@ -33,7 +35,7 @@ struct Builder {
     std::int32_t io_error = 0;
 
     Result<protocol::Digest> file_md4(const std::string& rel) {
-        auto fd = ctx.root.open_beneath(rel, O_RDONLY | O_NOFOLLOW);
+        auto fd = ctx.root.open_beneath(rel, O_RDONLY | (ctx.opt.copy_links ? 0 : O_NOFOLLOW));
         if (!fd) return fail(rel + ": " + std::strerror(fd.error()), fd.error());
         protocol::Md4 m;
         std::string buf(256 * 1024, '\0');
@@ -50,19 +52,45 @@ struct Builder {
     }
 
     // Adds one entry from its stat; returns false when it was skipped.
-    bool add(const std::string& wire, const std::string& local, const struct stat& st, bool top) {
+    // -L / -k: a symlink is sent as what it points to (-k: only when that is a directory).
+    // The referent is resolved beneath the module root, so a link leading outside stays
+    // unresolved: it is reported like a dangling link ("symlink has no referent").
+    bool follow_link(const std::string& local, struct stat& st) {
         const ServerOptions& o = ctx.opt;
+        if (!S_ISLNK(st.st_mode) || !(o.copy_links || o.copy_dirlinks)) return true;
+        auto fd = ctx.root.open_beneath(local, O_PATH);
+        struct stat target {};
+        if (!fd || fstat(fd->get(), &target) < 0) {
+            // -k: a dangling link stays a link; one that leads out of the module (EXDEV
+            // from RESOLVE_BENEATH) is left out, so the client cannot be handed a link
+            // that reaches outside through its own copy of the tree.
+            if (!o.copy_links && !(!fd && fd.error() == EXDEV)) return true;
+            ctx.error("symlink has no referent: \"" + local + "\" (in " + ctx.module->name + ")");
+            io_error |= 1;
+            return false;
+        }
+        if (!o.copy_links && !S_ISDIR(target.st_mode)) return true;
+        st = target;
+        return true;
+    }
+
+    bool add(const std::string& wire, const std::string& local, struct stat& st, bool top) {
+        const ServerOptions& o = ctx.opt;
+        if (!follow_link(local, st)) return false;
         if (list.size() >= kMaxSendEntries) {
             ctx.error("file list too long (more than 5000000 entries), truncated");
             io_error |= 1;
             return false;
         }
         if (wire != "." && ctx.filters.excluded(wire, S_ISDIR(st.st_mode))) return false;
+        if (ctx.daemon_excluded(local, S_ISDIR(st.st_mode))) return false;
         FileEntry e;
         e.name = wire;
         e.local_path = local;
         e.mode = st.st_mode;
+        if (ctx.outgoing_chmod && !S_ISLNK(st.st_mode)) e.mode = ctx.outgoing_chmod->apply(e.mode);
         e.mtime = st.st_mtime;
+        e.atime = st.st_atime;
         e.uid = st.st_uid;
         e.gid = st.st_gid;
         e.top_dir = top;
@@ -162,7 +190,8 @@ struct Builder {
                 subdirs.emplace_back(w, l);
         }
         closedir(d);
-        for (const auto& [w, l] : subdirs) add_dir_contents(w, l, recurse, dev);
+        const bool follow_dirs = ctx.opt.copy_links || ctx.opt.copy_dirlinks;
+        for (const auto& [w, l] : subdirs) add_dir_contents(w, l, recurse, dev, follow_dirs);
     }
 
     void add_arg(std::string arg) {
@@ -172,6 +201,8 @@ struct Builder {
         if (arg.ends_with("/.")) arg.resize(arg.size() - 2);
         if (arg.empty()) arg = ".";
         auto st = ctx.root.lstat(arg);
+        if (st && arg != "." && ctx.daemon_excluded(arg, S_ISDIR(st->st_mode)))
+            st = std::unexpected(ENOENT);   // rsync is_daemon_excluded(): as if missing
         if (!st) {
             ctx.error("rsync: link_stat \"" + arg + "\" (in " + ctx.module->name + ") failed: " +
                       std::strerror(st.error()) + " (" + std::to_string(st.error()) + ")");
@@ -179,6 +210,10 @@ struct Builder {
             return;
         }
         bool followed = false;
+        if (S_ISLNK(st->st_mode) && (o.copy_links || o.copy_dirlinks)) {
+            if (!follow_link(arg, *st)) return;
+            followed = !S_ISLNK(st->st_mode);
+        }
         if (S_ISLNK(st->st_mode) && contents) {
             // "link/" names the directory the link points to, if that stays inside the module.
             auto dfd = ctx.root.open_beneath(arg, O_RDONLY | O_DIRECTORY);
@@ -204,7 +239,7 @@ struct Builder {
                 return;
             }
             add(wire, arg, *st, true);
-            if (o.recurse) add_dir_contents(wire, arg, true, st->st_dev);
+            if (o.recurse) add_dir_contents(wire, arg, true, st->st_dev, followed);
             return;
         }
         add(wire, arg, *st, false);
@@ -234,7 +269,10 @@ Result<void> run_sender(Context& ctx) {
 
     Builder b{ctx, {}, {}, 0};
     std::vector<std::string> args;
-    for (const auto& p : o.paths) args.push_back(module_relative_arg(ctx.module->name, p));
+    for (const auto& p : o.paths) {
+        for (auto& a : expand_arg_glob(ctx.root, module_relative_arg(ctx.module->name, p)))
+            args.push_back(std::move(a));
+    }
     if (args.empty()) args.emplace_back("");
     for (const auto& a : args) b.add_arg(a);
     std::vector<FileEntry>& list = b.list;
@@ -285,7 +323,7 @@ Result<void> run_sender(Context& ctx) {
         }
         auto sums = protocol::read_sums(*ctx.in, 1 << 22);
         if (!sums) return std::unexpected(sums.error());
-        auto fd = ctx.root.open_beneath(e.local_path, O_RDONLY | O_NOFOLLOW);
+        auto fd = ctx.root.open_beneath(e.local_path, O_RDONLY | (o.copy_links ? 0 : O_NOFOLLOW));
         struct stat st {};
         if (!fd || fstat(fd->get(), &st) < 0 || !S_ISREG(st.st_mode)) {
             int err = fd ? (S_ISREG(st.st_mode) ? errno : EINVAL) : fd.error();
@@ -299,6 +337,7 @@ Result<void> run_sender(Context& ctx) {
         protocol::write_sum_head(head, sums->head);
         if (auto r = ctx.out->write(head); !r) return r;
         protocol::TokenWriter tokens(*ctx.out, o.compress, o.compress_level, ctx.protocol);
+        tokens.set_block_history(!o.new_compress);
         protocol::MatchStats ms;
         int rfd = fd->get();
         protocol::BlockReader reader = [rfd](std::int64_t off, std::uint8_t* buf, std::size_t n) -> std::size_t {
@@ -314,6 +353,8 @@ Result<void> run_sender(Context& ctx) {
         spdlog::debug("rsync [{}] send {} ({} literal, {} matched bytes)", ctx.module->name, e.local_path,
                       ms.literal, ms.matched);
         ++ctx.stats.files_transferred;
+        log_transfer(*ctx.module, TransferLogItem{true, e.local_path, e.name, &e,
+                                                  static_cast<std::int64_t>(ms.literal)});
     }
     if (auto r = ctx.out->write_i32(-1); !r) return r;
     // handle_stats(): total read, total written, total size (longints below 30).

@@ -4,6 +4,7 @@
 // connection is closed, so the client prints it instead of hanging.
 #include "server/rsync/session.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <sys/socket.h>
@@ -11,6 +12,7 @@
 #include <chrono>
 #include <ctime>
 #include <random>
+#include <tuple>
 
 #include <spdlog/spdlog.h>
 
@@ -112,8 +114,22 @@ Result<SessionStats> run_rsync_session(int in_fd, int out_fd, int protocol,
     ctx.flist.preserve_specials = o.specials;
     ctx.flist.preserve_hard_links = o.hard_links;
     ctx.flist.always_checksum = o.checksum;
+    ctx.flist.preserve_atimes = o.atimes;
 
-    auto root = ModuleRoot::open(module.path);
+    for (const auto& rule : module.daemon_filter) ctx.daemon_filters.add(rule);
+    {
+        const mode_t mask = ::umask(0);
+        ::umask(mask);
+        for (auto [text, spec, name] : {std::tuple{&module.incoming_chmod, &ctx.incoming_chmod, "incoming chmod"},
+                                        std::tuple{&module.outgoing_chmod, &ctx.outgoing_chmod, "outgoing chmod"}}) {
+            if (text->empty()) continue;
+            *spec = ChmodSpec::parse(*text, mask);
+            if (!*spec)
+                return finish_with_error(Error{std::string("Invalid \"") + name + "\" string in module " + module.name, EINVAL});
+        }
+    }
+
+    auto root = ModuleRoot::open(module.root_is_cwd ? std::string(".") : module.path);
     if (!root) return finish_with_error(Error{"rsync: " + root.error().message, root.error().code});
     ctx.root = std::move(*root);
 

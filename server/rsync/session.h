@@ -20,12 +20,30 @@ namespace sfs::server {
 struct ModuleAccess {
     std::string name;           // module name, for messages
     std::string path;           // module root on disk (absolute; "/" after chroot)
+    // The process's working directory is the module root (the daemon chdir'd there before
+    // dropping privileges, as rsyncd): the session opens "." so a module below a parent
+    // the module's uid cannot search still works.
+    bool root_is_cwd = false;
     bool read_only = true;      // refuse pushes (client --sender absent)
     bool write_only = false;    // refuse pulls
     bool ignore_errors = false; // --delete proceeds despite I/O errors
     bool munge_symlinks = false;
     bool numeric_ids = false;   // no uid/gid name mapping (true under chroot without /etc)
     bool am_root = false;       // may chown / mknod
+    // The module's `filter`, `include` and `exclude` parameters as filter rules ("- PAT",
+    // "+ PAT", in rsync's order), matched against module-relative paths: a pull never
+    // lists a matching name, a push refuses to receive one ("daemon refused to receive")
+    // and --delete spares it (rsync clientserver.c daemon_filter_list).
+    std::vector<std::string> daemon_filter;
+    // `transfer logging`: log one line per transferred file with `log_format` (rsyncd's
+    // default "%o %h [%a] %m (%u) %f %l" when empty). `peer_host`/`peer_addr`/`user` fill
+    // %h %a %u.
+    // `incoming chmod` / `outgoing chmod` (rsync --chmod syntax, see chmod_spec.h): applied
+    // to the modes of a received file list / of the list a pull sends. Empty: none.
+    std::string incoming_chmod, outgoing_chmod;
+    bool transfer_logging = false;
+    std::string log_format;
+    std::string peer_host, peer_addr, user;
 };
 
 struct SessionStats {

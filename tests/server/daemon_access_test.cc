@@ -262,5 +262,28 @@ TEST(DaemonArgs, RefuseOptions) {
     EXPECT_EQ(refused_option(args, ""), "");
 }
 
+// rsyncd's allow-list form: "*" refuses every option, "!x" accepts x again; the last
+// matching word wins, "a" stands for the options -a implies, and "*" never refuses the
+// exact-only options (--server, --sender, -e capability flags, -n).
+TEST(DaemonArgs, RefuseOptionsAllowList) {
+    std::vector<std::string> av = {"--server", "--sender", "-vlogDtpre.iLsfxC", ".", "mod/"};
+    EXPECT_EQ(refused_option(av, "* !a !v"), "");
+    std::vector<std::string> avz = {"--server", "--sender", "-vlogDtprze.iLsfxC", ".", "mod/"};
+    EXPECT_EQ(refused_option(avz, "* !a !v"), "--compress");
+    EXPECT_EQ(refused_option(avz, "* !a"), "--verbose");
+    EXPECT_EQ(refused_option(avz, "compress !compress"), "");
+    EXPECT_EQ(refused_option(avz, "!compress compress"), "--compress");
+    std::vector<std::string> dry = {"--server", "-nr", ".", "mod/"};
+    EXPECT_EQ(refused_option(dry, "*"), "--recursive");
+    std::vector<std::string> n_only = {"--server", "-n", ".", "mod/"};
+    EXPECT_EQ(refused_option(n_only, "*"), "") << "dry-run is never refused by a wildcard";
+    std::vector<std::string> del = {"--server", "-r", "--delete-during", ".", "mod/"};
+    EXPECT_EQ(refused_option(del, "* !a !delete*"), "");
+    EXPECT_EQ(refused_option(del, "checksum*"), "");
+    std::vector<std::string> del_alias = {"--server", "-r", "--del", ".", "mod/"};
+    EXPECT_EQ(refused_option(del_alias, "delete-during"), "--del") << "--del is --delete-during";
+    EXPECT_EQ(refused_option(del, "del"), "--delete-during");
+}
+
 }  // namespace
 }  // namespace sfs::server

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "protocol/rsync_wire.h"
+#include "server/rsync/chmod_spec.h"
 #include "server/rsync/filter.h"
 #include "server/rsync/options.h"
 
@@ -30,8 +31,12 @@ TEST(RsyncOptions, ParsesWhatRsyncSends) {
 
 TEST(RsyncOptions, RefusesWhatWeDoNotImplement) {
     for (auto bad : std::vector<std::vector<std::string>>{
-             {"--server", "-b", ".", "x"},
+             {"--server", "-y", ".", "x"},
              {"--server", "-R", ".", "x"},
+             {"--server", "--link-dest=/x", ".", "x"},
+             {"--server", "--backup-dir", "."},  // the directory argument is missing
+             {"--server", "-b", "--suffix=", ".", "x"},  // empty suffix without a backup dir
+             {"--server", "--suffix=a/b", ".", "x"},
              {"--server", "--remove-source-files", ".", "x"},
              {"--server", "--partial-dir=.p", ".", "x"},
              {"--server", "-B0", ".", "x"},
@@ -40,8 +45,24 @@ TEST(RsyncOptions, RefusesWhatWeDoNotImplement) {
         auto o = parse_server_args(bad);
         EXPECT_FALSE(o) << bad[1];
     }
-    auto o = parse_server_args({"--server", "-b", ".", "x"});
-    EXPECT_NE(o.error().message.find("-b is not supported"), std::string::npos);
+    auto o = parse_server_args({"--server", "-y", ".", "x"});
+    EXPECT_NE(o.error().message.find("-y is not supported"), std::string::npos);
+}
+
+TEST(RsyncOptions, BackupOptions) {
+    auto b = parse_server_args({"--server", "-logDtprb", ".", "x"});
+    ASSERT_TRUE(b) << b.error().message;
+    EXPECT_TRUE(b->backup);
+    EXPECT_EQ(b->suffix, "~");
+    auto d = parse_server_args({"--server", "-r", "--backup-dir", "old", "--suffix=.bak", ".", "x"});
+    ASSERT_TRUE(d) << d.error().message;
+    EXPECT_TRUE(d->backup);
+    EXPECT_EQ(d->backup_dir, "old");
+    EXPECT_EQ(d->suffix, ".bak");
+    EXPECT_EQ(d->paths, std::vector<std::string>{"x"});
+    auto e = parse_server_args({"--server", "-r", "--backup-dir=old", ".", "x"});
+    ASSERT_TRUE(e) << e.error().message;
+    EXPECT_EQ(e->suffix, "");
 }
 
 TEST(RsyncFilter, OldStylePrefixesAndPatterns) {
@@ -81,6 +102,47 @@ TEST(RsyncFilter, ReceivedListIsBounded) {
     FilterList g;
     ASSERT_TRUE(g.receive(in2));
     EXPECT_TRUE(g.excluded("x/y.o", false));
+}
+
+}  // namespace
+}  // namespace sfs::server::rsync
+
+namespace sfs::server::rsync {
+namespace {
+
+// `incoming chmod` / `outgoing chmod` use rsync's --chmod rules (chmod.c).
+TEST(RsyncChmodSpec, RulesAsRsyncApplies) {
+    auto f600 = ChmodSpec::parse("F600", 022);
+    ASSERT_TRUE(f600);
+    EXPECT_EQ(f600->apply(0100644), 0100600u);
+    EXPECT_EQ(f600->apply(040755), 040755u) << "F clauses skip directories";
+
+    auto out = ChmodSpec::parse("Fg-r,Fo-r", 022);
+    ASSERT_TRUE(out);
+    EXPECT_EQ(out->apply(0100644), 0100600u);
+
+    auto x = ChmodSpec::parse("+X", 022);   // no who: masked by the umask
+    ASSERT_TRUE(x);
+    EXPECT_EQ(x->apply(0100644), 0100644u) << "X adds x only where some x is set";
+    EXPECT_EQ(x->apply(0100744), 0100755u);
+    EXPECT_EQ(x->apply(040700), 040711u);
+
+    auto mix = ChmodSpec::parse("ug-s,a+rX,D+w", 002);
+    ASSERT_TRUE(mix);
+    EXPECT_EQ(mix->apply(0104700), 0100755u);
+    EXPECT_EQ(mix->apply(040700), 040775u);
+
+    auto copy = ChmodSpec::parse("g=u", 022);
+    ASSERT_TRUE(copy);
+    EXPECT_EQ(copy->apply(0100640), 0100660u);
+
+    auto dset = ChmodSpec::parse("D2775,F664", 022);
+    ASSERT_TRUE(dset);
+    EXPECT_EQ(dset->apply(040700), 042775u);
+    EXPECT_EQ(dset->apply(0100600), 0100664u);
+
+    for (const char* bad : {"", "g=ur", "Q+x", "DF+x", "u+y", "9", "a+r,"})
+        EXPECT_FALSE(ChmodSpec::parse(bad, 022)) << bad;
 }
 
 }  // namespace
