@@ -59,7 +59,10 @@ fuse_lowlevel_ops make_ops() noexcept {
     o.create = ops::create;
     o.read = ops::read;
     o.write_buf = ops::write_buf;
-    o.flush = ops::flush;
+    // No flush: libfuse answers FLUSH with ENOSYS once and the kernel stops sending it
+    // (docs/fs.md, "close(2) and FLUSH"). With the writeback cache the kernel writes dirty
+    // pages back (WRITE requests, waited for) before it would send FLUSH, so close(2)
+    // still reports write-back errors.
     o.release = ops::release;
     o.fsync = ops::fsync;
     o.opendir = ops::opendir;

@@ -1,7 +1,7 @@
 // The FUSE low-level handlers, grouped by kind:
 //   ops_namespace.cc  lookup, forget, mknod, mkdir, symlink, link, unlink, rmdir, rename
 //   ops_attr.cc       getattr, setattr, readlink, statfs, access
-//   ops_file.cc       open, create, read, write_buf, flush, release, fsync, fallocate,
+//   ops_file.cc       open, create, read, write_buf, release, fsync, fallocate,
 //                     copy_file_range, lseek
 //   ops_dir.cc        opendir, readdir, readdirplus, releasedir, fsyncdir
 //   ops_xattr.cc      setxattr, getxattr, listxattr, removexattr
@@ -38,7 +38,6 @@ void open(fuse_req_t, fuse_ino_t, fuse_file_info*) noexcept;
 void create(fuse_req_t, fuse_ino_t, const char*, mode_t, fuse_file_info*) noexcept;
 void read(fuse_req_t, fuse_ino_t, size_t, off_t, fuse_file_info*) noexcept;
 void write_buf(fuse_req_t, fuse_ino_t, fuse_bufvec*, off_t, fuse_file_info*) noexcept;
-void flush(fuse_req_t, fuse_ino_t, fuse_file_info*) noexcept;
 void release(fuse_req_t, fuse_ino_t, fuse_file_info*) noexcept;
 void fsync(fuse_req_t, fuse_ino_t, int, fuse_file_info*) noexcept;
 void fallocate(fuse_req_t, fuse_ino_t, int, off_t, off_t, fuse_file_info*) noexcept;
