@@ -13,6 +13,13 @@
 
 namespace sfs::fs {
 
+// The largest READ/WRITE request: 252 pages, so that a reply with its header fits a 1 MiB
+// pipe (see init in ops.cc).
+inline constexpr unsigned kMaxRequestBytes = 252 * 4096;
+// Readahead window of the mount: 4 such requests in flight for a sequential reader (the
+// kernel keeps the smaller of this and the bdi's read_ahead_kb, which Session raises).
+inline constexpr unsigned kReadaheadBytes = 4 * kMaxRequestBytes;
+
 // The op table handed to fuse_session_new (userdata must be an FsContext*).
 const fuse_lowlevel_ops& lowlevel_ops() noexcept;
 
