@@ -1,5 +1,7 @@
 #include "replicator/journal.h"
 
+#include "replicator/background_priority.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
@@ -92,7 +94,10 @@ Result<std::unique_ptr<Journal>> Journal::open(const std::string& dir, JournalOp
 }
 
 void Journal::start_flusher() {
-    if (!flusher_.joinable()) flusher_ = std::thread([this] { flusher_loop(); });
+    if (!flusher_.joinable()) flusher_ = std::thread([this] {
+        lower_this_thread_priority();
+        flusher_loop();
+    });
 }
 
 Result<void> Journal::replay() {
