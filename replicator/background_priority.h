@@ -9,14 +9,18 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cerrno>
+
 namespace sfs::repl {
 
+// Idempotent: the main thread's nice + 5, whatever the calling thread inherited (a reader
+// started by a sender would otherwise end up at +10).
 inline void lower_this_thread_priority() noexcept {
-    const auto tid = static_cast<id_t>(::syscall(SYS_gettid));
     errno = 0;
-    const int cur = ::getpriority(PRIO_PROCESS, tid);
-    if (cur == -1 && errno != 0) return;
-    (void)::setpriority(PRIO_PROCESS, tid, cur + 5 > 19 ? 19 : cur + 5);
+    const int base = ::getpriority(PRIO_PROCESS, static_cast<id_t>(::getpid()));
+    if (base == -1 && errno != 0) return;
+    const auto tid = static_cast<id_t>(::syscall(SYS_gettid));
+    (void)::setpriority(PRIO_PROCESS, tid, base + 5 > 19 ? 19 : base + 5);
 }
 
 }  // namespace sfs::repl
