@@ -1,7 +1,7 @@
 // The FUSE low-level handlers, grouped by kind:
 //   ops_namespace.cc  lookup, forget, mknod, mkdir, symlink, link, unlink, rmdir, rename
 //   ops_attr.cc       getattr, setattr, readlink, statfs, access
-//   ops_file.cc       open, create, read, write_buf, flush, release, fsync, fallocate,
+//   ops_file.cc       open, create, read, write_buf, release, fsync, fallocate,
 //                     copy_file_range, lseek
 //   ops_dir.cc        opendir, readdir, readdirplus, releasedir, fsyncdir
 //   ops_xattr.cc      setxattr, getxattr, listxattr, removexattr
@@ -12,6 +12,13 @@
 #include <fuse_lowlevel.h>
 
 namespace sfs::fs {
+
+// The largest READ/WRITE request: 252 pages, so that a reply with its header fits a 1 MiB
+// pipe (see init in ops.cc).
+inline constexpr unsigned kMaxRequestBytes = 252 * 4096;
+// Readahead window of the mount: 4 such requests in flight for a sequential reader (the
+// kernel keeps the smaller of this and the bdi's read_ahead_kb, which Session raises).
+inline constexpr unsigned kReadaheadBytes = 4 * kMaxRequestBytes;
 
 // The op table handed to fuse_session_new (userdata must be an FsContext*).
 const fuse_lowlevel_ops& lowlevel_ops() noexcept;
@@ -38,7 +45,6 @@ void open(fuse_req_t, fuse_ino_t, fuse_file_info*) noexcept;
 void create(fuse_req_t, fuse_ino_t, const char*, mode_t, fuse_file_info*) noexcept;
 void read(fuse_req_t, fuse_ino_t, size_t, off_t, fuse_file_info*) noexcept;
 void write_buf(fuse_req_t, fuse_ino_t, fuse_bufvec*, off_t, fuse_file_info*) noexcept;
-void flush(fuse_req_t, fuse_ino_t, fuse_file_info*) noexcept;
 void release(fuse_req_t, fuse_ino_t, fuse_file_info*) noexcept;
 void fsync(fuse_req_t, fuse_ino_t, int, fuse_file_info*) noexcept;
 void fallocate(fuse_req_t, fuse_ino_t, int, off_t, off_t, fuse_file_info*) noexcept;

@@ -38,6 +38,17 @@ void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse
         if (!pfd) return (void)fuse_reply_err(req, pfd.error());
         const int ifd = pfd->get();
         const int ofd = fi ? static_cast<int>(fi->fh) : -1;
+        // With the writeback cache the kernel owns c/mtime and writes them back with a
+        // SETATTR(mtime, ctime) after every rename, unlink and link of a regular file. That
+        // mtime is almost always SOURCE's own (the rename changed only ctime, which SOURCE
+        // already set): nothing to change, nothing to record (docs/fs.md, "Time flushes").
+        constexpr int kTimeFlush = FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_CTIME;
+        if ((to_set & FUSE_SET_ATTR_MTIME) && (to_set & ~kTimeFlush) == 0) {
+            auto st = sys::fstatat(ifd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+            if (st && st->st_mtim.tv_sec == attr->st_mtim.tv_sec && st->st_mtim.tv_nsec == attr->st_mtim.tv_nsec) {
+                return (void)fuse_reply_attr(req, &*st, ctx.timeout);
+            }
+        }
         sys::ProcFdPath proc(ifd);
         std::uint32_t mask = 0;
         std::lock_guard lock(ctx.ns_mu);

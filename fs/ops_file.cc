@@ -184,15 +184,6 @@ void write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse_
     fuse_reply_write(req, static_cast<size_t>(res));
 }
 
-void flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
-    // close() of a dup reports the backing filesystem's deferred errors (like NFS) to the
-    // caller's close(), without closing the handle other dups still use.
-    int dup_fd = ::dup(fd_of(fi));
-    if (dup_fd < 0) return (void)fuse_reply_err(req, errno);
-    int rc = ::close(dup_fd);
-    fuse_reply_err(req, rc == -1 ? errno : 0);
-}
-
 void release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
     FsContext& ctx = ctx_of(req);
     ::close(fd_of(fi));

@@ -29,9 +29,10 @@ std::string escape_option(const std::string& value) {
     return out;
 }
 
-// The kernel caps a FUSE mount's readahead at the default 128 KiB whatever max_readahead
-// we negotiate; sequential reads through the mount then cost one request per 128 KiB.
-// Raise the mount's bdi readahead to 1 MiB. The device comes from mountinfo, because a
+// The kernel caps a FUSE mount's readahead at the smaller of its bdi's (default 128 KiB)
+// and the max_readahead we negotiate; sequential reads through the mount would then cost
+// one request per 128 KiB, one at a time. Raise the bdi's to kReadaheadBytes (before INIT,
+// which takes the minimum): 4 requests of ~1 MiB in flight, served by parallel workers. The device comes from mountinfo, because a
 // stat() of the mountpoint would wait for INIT, which the loop has not answered yet.
 void raise_readahead(const std::string& mountpoint) {
     char real[PATH_MAX];
@@ -46,7 +47,7 @@ void raise_readahead(const std::string& mountpoint) {
     }
     if (device.empty()) return;
     std::ofstream ra("/sys/class/bdi/" + device + "/read_ahead_kb");
-    ra << "1024\n";
+    ra << kReadaheadBytes / 1024 << "\n";
     if (!ra) spdlog::debug("{}: cannot raise readahead of bdi {}", mountpoint, device);
 }
 

@@ -1,5 +1,7 @@
 #include "replicator/mirror_replicator.h"
 
+#include "replicator/background_priority.h"
+
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
@@ -50,7 +52,10 @@ void MirrorReplicator::start(bool reconcile, bool checksum) {
         reconcile_wanted_ = reconcile;
         reconcile_checksum_ = checksum;
     }
-    thread_ = std::thread([this] { run(); });
+    thread_ = std::thread([this] {
+        lower_this_thread_priority();
+        run();
+    });
 }
 
 void MirrorReplicator::stop() {
@@ -106,7 +111,10 @@ void MirrorReplicator::run() {
             }
             if (stop_) (*conn)->shutdown();
             spdlog::info("mirror {}: connected (mirror has applied seq {})", options_.url, (*conn)->hello().applied_seq);
-            std::thread reader([this, c = conn->get()] { reader_loop(*c); });
+            std::thread reader([this, c = conn->get()] {
+                lower_this_thread_priority();
+                reader_loop(*c);
+            });
             auto r = session(**conn);
             if (!r && !stop_) {
                 set_error(r.error().message);
