@@ -53,6 +53,12 @@ struct WatchOptions {
     // fanotify mode: pair MOVED_FROM/MOVED_TO even when the kernel has FAN_RENAME (tests the
     // path used on kernels before 5.17).
     bool fanotify_without_rename = false;
+    // Fault injection for tests (docs/watcher.md "Fault injection"; empty = off). While the
+    // file `fault_hold_file` exists the reader does not read the kernel queue, so a burst
+    // overflows it for certain. When `fault_fail_file` appears, the reader removes it and
+    // ends as on a read error (Overflow(""), running = false).
+    std::string fault_hold_file;
+    std::string fault_fail_file;
 };
 
 struct WatchStatus {

@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <spdlog/spdlog.h>
 
@@ -72,7 +73,14 @@ void WatcherCore::run() noexcept {
             auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - Clock::now());
             timeout = static_cast<int>(std::max<std::int64_t>(0, left.count()));
         }
-        pollfd fds[2] = {{kernel_fd(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
+        if (!options_.fault_fail_file.empty() && ::unlink(options_.fault_fail_file.c_str()) == 0) {
+            record_error("injected fault (" + options_.fault_fail_file + "): the watcher stops");
+            report_overflow("", "the watcher stopped on an injected fault");
+            break;
+        }
+        const bool hold = !options_.fault_hold_file.empty() && ::access(options_.fault_hold_file.c_str(), F_OK) == 0;
+        if (hold || !options_.fault_fail_file.empty()) timeout = timeout < 0 || timeout > 20 ? 20 : timeout;
+        pollfd fds[2] = {{hold ? -1 : kernel_fd(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
         int n = ::poll(fds, 2, timeout);
         if (n < 0) {
             if (errno == EINTR) continue;
