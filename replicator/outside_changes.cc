@@ -260,28 +260,16 @@ void OutsideChanges::run() {
 }
 
 bool OutsideChanges::flush(Clock::time_point deadline) {
-    if (!watcher()) return true;
-    // Events made before the call may still be in the kernel queue or held by the watcher
-    // (echo delay, move pairing): wait until it has been quiet for a settle period.
-    const auto settle = std::chrono::milliseconds(300);
-    auto seen_now = [&] {
-        auto w = watcher();
-        return w ? w->status().events_seen : 0;
-    };
-    std::uint64_t seen = seen_now();
-    auto quiet_since = Clock::now();
-    for (;;) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        const std::uint64_t now_seen = seen_now();
-        if (now_seen != seen) {
-            seen = now_seen;
-            quiet_since = Clock::now();
-        }
-        std::unique_lock lock(mu_);
-        if (Clock::now() - quiet_since >= settle && acted_ == received_) return true;
-        if (stopping_) return acted_ == received_;
-        if (Clock::now() >= deadline) return false;
-    }
+    auto w = watcher();
+    if (!w) return true;
+    // Every event queued before the call read and delivered (a barrier through the reader
+    // thread, exact however late it gets the CPU). A dead watcher has delivered all it
+    // will; its restart verifies the whole tree.
+    if (!w->caught_up(deadline) && w->status().running) return false;
+    std::unique_lock lock(mu_);
+    const std::uint64_t target = received_;
+    cv_.wait_until(lock, deadline, [&] { return acted_ >= target || stopping_; });
+    return acted_ >= target;
 }
 
 void OutsideChanges::add_status(protocol::control::Fields& f) const {

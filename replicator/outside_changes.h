@@ -16,8 +16,9 @@
 //    with exponential backoff (1 s .. 60 s); after a restart the whole tree is verified,
 //    because changes made while it was down were not seen. Both are logged and counted in
 //    `syncfsctl status` (watcher.restarts, watcher.last_failure).
-//  - flush(): `syncfsctl wait` first waits until the watcher saw no new event for a settle
-//    period (covers its echo delay and move pairing) and every change received was journaled.
+//  - flush(): `syncfsctl wait` first passes a barrier through the watcher's reader
+//    (Watcher::caught_up: every event queued before the call read and delivered, nothing
+//    held), then waits until every change received by then was journaled.
 // Lock order: mu_ before the ChangeTracker's. watcher_mu_ is taken alone.
 #pragma once
 

@@ -90,6 +90,12 @@ public:
     // Never call it from the sink (the reader thread would join itself).
     virtual void stop() noexcept = 0;
 
+    // Barrier for `syncfsctl wait`: returns true once every event the kernel queued before
+    // the call has been read and every change from it delivered to the sink (nothing held
+    // for echo filtering or move pairing). False on timeout or when the reader is not
+    // running. Exact even when the reader thread is starved of CPU.
+    virtual bool caught_up(std::chrono::steady_clock::time_point deadline) = 0;
+
     // True when the backend cannot attribute changes to a process (inotify): the FUSE layer
     // must then call expect_own_change() before each op it applies to SOURCE.
     virtual bool needs_echo_hints() const noexcept = 0;
