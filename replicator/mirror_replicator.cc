@@ -340,10 +340,12 @@ Result<void> MirrorReplicator::send_verify(const std::vector<DecodedRecord>& gro
     position_ = group.front().seq;
     auto outcome = reconcile_paths(*this, source_dirfd_, options_.excludes, std::move(items));
     position_ = std::max(position_, group.back().seq);
-    std::lock_guard lock(mu_);
-    complete_records_below(group.back().seq + 1);
+    // Connection lost: the records stay unacknowledged (a listing consumes no seq, so
+    // completing them here would count them as done); the next session redoes them.
     if (!outcome) return fail(outcome.error().message.empty() ? "connection to " + options_.url + " lost"
                                                               : outcome.error().message);
+    std::lock_guard lock(mu_);
+    complete_records_below(group.back().seq + 1);
     status_.outside_verified += outcome->verified;
     status_.outside_changed += outcome->changed;
     if (outcome->needs_full) {
@@ -365,11 +367,7 @@ Result<void> MirrorReplicator::send_outside_rename(const DecodedRecord& rec) {
     // copy may not be yet). Otherwise the verification below sends what is needed.
     std::vector<std::pair<std::string, std::uint32_t>> req{{r.path, 0u}, {r.path2, 0u}, {parent_of(r.path2), 0u}};
     auto got = list_many(req);
-    if (!got) {
-        std::lock_guard lock(mu_);
-        complete_records_below(rec.seq + 1);
-        return std::unexpected(got.error());
-    }
+    if (!got) return std::unexpected(got.error());  // not completed: redone after reconnect
     auto entry = [](const Result<std::vector<proto::ListEntry>>& l) -> const proto::ListEntry* {
         return l && !l->empty() ? &l->front() : nullptr;
     };
@@ -408,6 +406,7 @@ Result<void> MirrorReplicator::send_outside_rename(const DecodedRecord& rec) {
             if (outcome->needs_full) reconcile_wanted_ = true;
         }
     }
+    if (!result) return result;  // not completed: redone after reconnect
     std::lock_guard lock(mu_);
     complete_records_below(rec.seq + 1);
     return result;
