@@ -16,6 +16,7 @@ const char* to_string(ChangeKind kind) noexcept {
         case ChangeKind::Setxattr: return "setxattr";
         case ChangeKind::Removexattr: return "removexattr";
         case ChangeKind::Write: return "write";
+        case ChangeKind::Verify: return "verify";
     }
     return "unknown";
 }

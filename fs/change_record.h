@@ -41,7 +41,19 @@ enum class ChangeKind : std::uint8_t {
     Removexattr,  // path, xattr_name
     Write,        // path, offset, length: bytes [offset, offset+length) may differ now
                   // (write, write_buf, copy_file_range destination, fallocate, punch hole)
+    // Never emitted by fs/: the replicator journals it for a change the outside-mount
+    // watcher saw (docs/watcher.md). "The mirror's `path` may differ from SOURCE's current
+    // `path`: make it equal" (content as a librsync delta, metadata, or a delete when SOURCE
+    // lacks it); flags & kVerifySubtree: the whole subtree below `path` too.
+    Verify,
 };
+
+// ChangeRecord::flags of a Verify record.
+inline constexpr std::uint32_t kVerifySubtree = 1u << 0;
+// ChangeRecord::flags bit of a Rename record journaled for a rename the outside-mount
+// watcher saw (not one made through the mount): the mirror may lack `path`, so the sender
+// checks before renaming and verifies `path2` after it (docs/watcher.md).
+inline constexpr std::uint32_t kRenameFromOutside = 1u << 31;
 
 const char* to_string(ChangeKind kind) noexcept;
 

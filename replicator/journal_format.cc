@@ -131,7 +131,7 @@ DecodeStatus decode_record(std::span<const char> bytes, DecodedRecord& out) {
     const std::uint64_t sum = XXH3_64bits(h + 8, kRecordHeaderSize - 8 + length);
     if (sum != get_u64_at(h)) return DecodeStatus::BadChecksum;
     const unsigned type = static_cast<unsigned char>(h[12]);
-    if (type < 1 || type > static_cast<unsigned>(fs::ChangeKind::Write) + 1) return DecodeStatus::BadType;
+    if (type < 1 || type > static_cast<unsigned>(fs::ChangeKind::Verify) + 1) return DecodeStatus::BadType;
 
     fs::ChangeRecord r;
     r.kind = static_cast<fs::ChangeKind>(type - 1);

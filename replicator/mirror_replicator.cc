@@ -19,6 +19,8 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+constexpr std::size_t kMaxVerifyBatch = 4096;  // Verify records handled in one batch
+
 std::string parent_of(const std::string& path) {
     auto slash = path.rfind('/');
     return slash == std::string::npos ? std::string() : path.substr(0, slash);
@@ -224,6 +226,10 @@ void MirrorReplicator::reader_loop(MirrorConnection& conn) {
     }
 }
 
+bool MirrorReplicator::lists_xattrs() const {
+    return conn_ != nullptr && conn_->hello().version >= proto::kXattrListVersion;
+}
+
 std::uint64_t MirrorReplicator::next_seq() {
     last_sent_seq_ = std::max(last_sent_seq_ + 1, position_ << kSubSeqBits);
     return last_sent_seq_;
@@ -286,6 +292,138 @@ Result<std::vector<std::uint8_t>> MirrorReplicator::signature(const std::string&
     return std::move((*done)->data);
 }
 
+Result<std::vector<Result<std::vector<proto::ListEntry>>>> MirrorReplicator::list_many(
+    const std::vector<std::pair<std::string, std::uint32_t>>& requests) {
+    std::vector<std::shared_ptr<Query>> queries;
+    queries.reserve(requests.size());
+    for (const auto& [path, flags] : requests) {
+        auto q = start_query();
+        if (auto r = send(proto::ListRequest{q->id, path, flags}); !r) return std::unexpected(r.error());
+        queries.push_back(std::move(q));
+    }
+    std::vector<Result<std::vector<proto::ListEntry>>> out;
+    out.reserve(queries.size());
+    for (std::size_t i = 0; i < queries.size(); ++i) {
+        auto done = finish_query(queries[i]);
+        if (!done) return std::unexpected(done.error());
+        if ((*done)->done.err != 0) {
+            out.push_back(fail(options_.url + ": listing '" + requests[i].first + "' failed: " + (*done)->done.message,
+                               (*done)->done.err));
+        } else {
+            out.push_back(std::move((*done)->entries));
+        }
+    }
+    return out;
+}
+
+void MirrorReplicator::complete_records_below(std::uint64_t record) {
+    // Every op sent so far belongs to a record below `record`: those records are complete
+    // once it is acked (a record that sent nothing completes with the ones before it).
+    for (auto& f : inflight_) {
+        if (f.record >= record || f.last_seq != ~0ull) continue;
+        f.last_seq = last_sent_seq_ >= (f.record << kSubSeqBits) ? last_sent_seq_ : 0;
+        inflight_bytes_ += f.bytes;
+    }
+    while (!inflight_.empty() && inflight_.front().last_seq <= cum_ack_) {
+        acked_ = std::max(acked_, inflight_.front().record);
+        inflight_bytes_ -= inflight_.front().bytes;
+        inflight_.pop_front();
+    }
+}
+
+void MirrorReplicator::set_record(std::uint64_t journal_seq) {
+    if (journal_seq <= position_) return;
+    std::lock_guard lock(mu_);
+    complete_records_below(journal_seq);
+    position_ = journal_seq;
+}
+
+Result<void> MirrorReplicator::send_verify(const std::vector<DecodedRecord>& group) {
+    std::vector<VerifyItem> items;
+    {
+        std::lock_guard lock(mu_);
+        for (const auto& rec : group) inflight_.push_back(InFlight{rec.seq, ~0ull, {}, 0});
+    }
+    for (const auto& rec : group) {
+        if (excluded(options_.excludes, rec.record.path)) continue;
+        items.push_back(VerifyItem{rec.record.path, (rec.record.flags & fs::kVerifySubtree) != 0, rec.seq});
+        if (!rec.record.path.empty()) mark_attr_dirty(rec.record.path, false);  // its directory's mtime
+    }
+    position_ = group.front().seq;
+    auto outcome = reconcile_paths(*this, source_dirfd_, options_.excludes, std::move(items), lists_xattrs());
+    position_ = std::max(position_, group.back().seq);
+    // Connection lost: the records stay unacknowledged (a listing consumes no seq, so
+    // completing them here would count them as done); the next session redoes them.
+    if (!outcome) return fail(outcome.error().message.empty() ? "connection to " + options_.url + " lost"
+                                                              : outcome.error().message);
+    std::lock_guard lock(mu_);
+    complete_records_below(group.back().seq + 1);
+    status_.outside_verified += outcome->verified;
+    status_.outside_changed += outcome->changed;
+    if (outcome->needs_full) {
+        // Hard links made outside, or a listing the mirror could not complete.
+        reconcile_wanted_ = true;
+    }
+    return {};
+}
+
+Result<void> MirrorReplicator::send_outside_rename(const DecodedRecord& rec) {
+    const fs::ChangeRecord& r = rec.record;
+    {
+        std::lock_guard lock(mu_);
+        inflight_.push_back(InFlight{rec.seq, ~0ull, {}, 0});
+    }
+    // A rename is only safe when the mirror has the source, SOURCE has the target with the
+    // same type, the target's directory exists on the mirror and no directory is replaced
+    // (the source's rename succeeded, so such a directory was empty there, but the mirror's
+    // copy may not be yet). Otherwise the verification below sends what is needed.
+    std::vector<std::pair<std::string, std::uint32_t>> req{{r.path, 0u}, {r.path2, 0u}, {parent_of(r.path2), 0u}};
+    auto got = list_many(req);
+    if (!got) return std::unexpected(got.error());  // not completed: redone after reconnect
+    auto entry = [](const Result<std::vector<proto::ListEntry>>& l) -> const proto::ListEntry* {
+        return l && !l->empty() ? &l->front() : nullptr;
+    };
+    const proto::ListEntry* from = entry((*got)[0]);
+    const proto::ListEntry* to = entry((*got)[1]);
+    const proto::ListEntry* to_dir = entry((*got)[2]);
+    struct stat st{};
+    const bool target_in_source = ::fstatat(source_dirfd_, r.path2.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
+    const bool from_is_dir = from && from->type == proto::NodeType::Directory;
+    const bool ok = from && target_in_source && from_is_dir == S_ISDIR(st.st_mode) &&
+                    (r.path2.find('/') == std::string::npos || (to_dir && to_dir->type == proto::NodeType::Directory)) &&
+                    !(to && (to->type == proto::NodeType::Directory || from_is_dir)) &&
+                    !excluded(options_.excludes, r.path) && !excluded(options_.excludes, r.path2);
+    Result<void> result;
+    mark_attr_dirty(r.path, false);  // both directories changed in SOURCE
+    mark_attr_dirty(r.path2, false);
+    if (ok) {
+        result = mutate(proto::Rename{0, r.path, r.path2, 0});
+        std::lock_guard lock(mu_);
+        ++status_.outside_renames;
+    } else {
+        spdlog::debug("mirror {}: outside rename '{}' -> '{}' sent as content (mirror has source: {})", options_.url,
+                      r.path, r.path2, from != nullptr);
+    }
+    if (result) {
+        // The new name (a mis-paired move, or writes after it) and the old one (it may exist
+        // again in SOURCE, or still on the mirror when the rename was not sent).
+        std::vector<VerifyItem> items{{r.path2, true, rec.seq}, {r.path, true, rec.seq}};
+        auto outcome = reconcile_paths(*this, source_dirfd_, options_.excludes, std::move(items), lists_xattrs());
+        if (!outcome) {
+            result = fail(outcome.error().message);
+        } else {
+            std::lock_guard lock(mu_);
+            status_.outside_verified += outcome->verified;
+            status_.outside_changed += outcome->changed;
+            if (outcome->needs_full) reconcile_wanted_ = true;
+        }
+    }
+    if (!result) return result;  // not completed: redone after reconnect
+    std::lock_guard lock(mu_);
+    complete_records_below(rec.seq + 1);
+    return result;
+}
+
 Result<void> MirrorReplicator::wait_window() {
     std::unique_lock lock(mu_);
     cv_.wait(lock, [&] {
@@ -304,6 +442,8 @@ void MirrorReplicator::mark_attr_dirty(const std::string& path, bool node_itself
 Result<void> MirrorReplicator::send_record(const DecodedRecord& rec) {
     using K = fs::ChangeKind;
     const fs::ChangeRecord& r = rec.record;
+    if (r.kind == K::Verify) return send_verify({rec});
+    if (r.kind == K::Rename && (r.flags & fs::kRenameFromOutside)) return send_outside_rename(rec);
     {
         std::lock_guard lock(mu_);
         inflight_.push_back(InFlight{rec.seq, ~0ull, {}, 0});
@@ -386,6 +526,8 @@ Result<void> MirrorReplicator::send_record(const DecodedRecord& rec) {
             break;
         case K::Write:
             result = send_write(rec, inflight_.back());
+            break;
+        case K::Verify:  // handled above
             break;
     }
     // The record is complete once every seq up to the last one used is acked. A record that
@@ -497,7 +639,12 @@ Result<void> MirrorReplicator::session(MirrorConnection& conn) {
         Journal::Reader probe(journal_, applied_record - 1);
         DecodedRecord rec;
         auto got = probe.next(rec);
-        if (!got || !*got || rec.record.kind != fs::ChangeKind::Write) start = applied_record;
+        // Writes and outside changes (Verify, outside Rename) are redone: both look at
+        // SOURCE and the mirror again, so a repeat is harmless.
+        const bool redo = got && *got &&
+                          (rec.record.kind == fs::ChangeKind::Write || rec.record.kind == fs::ChangeKind::Verify ||
+                           (rec.record.kind == fs::ChangeKind::Rename && (rec.record.flags & fs::kRenameFromOutside)));
+        if (!redo) start = applied_record;
         start = std::min(start, journal_.last_seq());
     }
     {
@@ -519,6 +666,8 @@ Result<void> MirrorReplicator::session(MirrorConnection& conn) {
     position_ = start;
     set_state("replaying");
     Journal::Reader reader(journal_, position_);
+    std::optional<DecodedRecord> lookahead;  // read while gathering Verify records, not yet sent
+    std::optional<Error> deferred;           // a read error met while gathering
     bool first_reconcile_pass = true;
     int passes_in_a_row = 0;
     while (!stop_) {
@@ -529,7 +678,16 @@ Result<void> MirrorReplicator::session(MirrorConnection& conn) {
         const std::uint64_t ready = tracker_.ready_seq();
         if (position_ < ready) {
             DecodedRecord rec;
-            auto got = reader.next(rec);
+            Result<bool> got = true;
+            if (lookahead) {
+                rec = std::move(*lookahead);
+                lookahead.reset();
+            } else if (!deferred.has_value()) {
+                got = reader.next(rec);
+            } else {
+                got = std::unexpected(*deferred);
+                deferred.reset();
+            }
             if (!got) {
                 // Records this mirror never got were trimmed or are unreadable: only a full
                 // reconcile can bring it back.
@@ -541,6 +699,7 @@ Result<void> MirrorReplicator::session(MirrorConnection& conn) {
                 }
                 position_ = journal_.last_seq();
                 reader = Journal::Reader(journal_, position_);
+                lookahead.reset();
                 continue;
             }
             if (!*got) {
@@ -548,6 +707,28 @@ Result<void> MirrorReplicator::session(MirrorConnection& conn) {
                 continue;
             }
             if (auto w = wait_window(); !w) return w;
+            if (rec.record.kind == fs::ChangeKind::Verify) {
+                // Consecutive outside changes are verified together (one round trip of listings).
+                std::vector<DecodedRecord> group;
+                group.push_back(std::move(rec));
+                while (group.size() < kMaxVerifyBatch && group.back().seq < tracker_.ready_seq()) {
+                    DecodedRecord more;
+                    auto next = reader.next(more);
+                    if (!next) {
+                        deferred = next.error();
+                        break;
+                    }
+                    if (!*next) break;
+                    if (more.record.kind != fs::ChangeKind::Verify) {
+                        lookahead = std::move(more);
+                        break;
+                    }
+                    group.push_back(std::move(more));
+                }
+                if (auto s = send_verify(group); !s) return s;
+                position_ = group.back().seq;
+                continue;
+            }
             position_ = rec.seq;
             if (auto s = send_record(rec); !s) return s;
             if (rec.seq % 4096 == 0) tracker_.prune(index_, position_);
@@ -575,8 +756,7 @@ Result<void> MirrorReplicator::session(MirrorConnection& conn) {
         }
         if (do_reconcile) {
             const std::uint64_t journal_before = journal_.last_seq();
-            auto r = reconcile_tree(*this, source_dirfd_, options_.excludes, checksum,
-                                    /*xattrs=*/conn.hello().version >= proto::kXattrListVersion);
+            auto r = reconcile_tree(*this, source_dirfd_, options_.excludes, checksum, lists_xattrs());
             if (!r) {
                 std::lock_guard lock(mu_);
                 reconcile_wanted_ = true;

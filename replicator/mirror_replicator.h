@@ -14,6 +14,10 @@
 //  - In flight: a deque of (record, last seq used, ranges taken). A cumulative Ack pops
 //    records; the mirror's acked seq is what the cursor file stores and what trimming and
 //    `syncfsctl wait` use. On a disconnect the taken ranges go back to the tracker.
+//  - Outside changes arrive as journal records too (docs/watcher.md): a run of Verify records
+//    is verified as one batch by reconcile_paths() (listings pipelined), each record's ops in
+//    its own seq space (set_record); an outside Rename is sent as a rename only when the
+//    mirror's state allows it, then both names are verified. Both are redone after a reconnect.
 //  - Failed ops (an Ack with an errno: ENOSPC, EACCES, ...) are recorded for status and
 //    schedule a reconcile of the whole tree with backoff: that is what brings the mirror back
 //    to SOURCE after the cause is fixed.
@@ -70,6 +74,9 @@ struct MirrorStatus {
     std::uint64_t reconnects = 0;
     bool reconcile_pending = false;
     std::string reconcile_progress;    // last progress line of the running/last reconcile
+    std::uint64_t outside_verified = 0;  // outside changes verified (Verify records, docs/watcher.md)
+    std::uint64_t outside_changed = 0;   // ... of which changed something on the mirror
+    std::uint64_t outside_renames = 0;   // outside renames sent as renames
 };
 
 class MirrorReplicator;
@@ -87,6 +94,14 @@ public:
     virtual Result<std::vector<protocol::native::ListEntry>> list(const std::string& path, std::uint32_t flags,
                                                                   std::string& incomplete) = 0;
     virtual Result<std::vector<std::uint8_t>> signature(const std::string& path) = 0;
+    // Pipelined listings: one ListRequest per (path, flags), all sent before the first reply
+    // is awaited (one round trip for the lot). Outer error: the connection is gone. Inner:
+    // that path's error (ENOENT/ENOTDIR: the mirror lacks it; EIO: listing incomplete).
+    virtual Result<std::vector<Result<std::vector<protocol::native::ListEntry>>>> list_many(
+        const std::vector<std::pair<std::string, std::uint32_t>>& requests) = 0;
+    // The journal record the following mutations belong to (their protocol seqs are taken
+    // from its seq space), for work that covers several records (docs/watcher.md).
+    virtual void set_record(std::uint64_t /*journal_seq*/) {}
     virtual bool stopping() const = 0;
     virtual void progress(const std::string& line) = 0;
 };
@@ -136,6 +151,11 @@ private:
     Result<void> session(MirrorConnection& conn);
     void reader_loop(MirrorConnection& conn);
     Result<void> send_record(const DecodedRecord& rec);
+    // Outside changes (docs/watcher.md): a batch of consecutive Verify records, and a Rename
+    // the watcher saw (the mirror may lack its source).
+    Result<void> send_verify(const std::vector<DecodedRecord>& group);
+    Result<void> send_outside_rename(const DecodedRecord& rec);
+    void complete_records_below(std::uint64_t record);  // mu_ held
     Result<void> send_write(const DecodedRecord& rec, InFlight& flight);
     Result<void> flush_attrs();
     void mark_attr_dirty(const std::string& path, bool node_itself);
@@ -147,11 +167,17 @@ private:
 
     // MirrorChannel
     Result<void> mutate(protocol::native::Message message) override;
+    // Whether the connected mirror's listings can carry xattr summaries (native protocol 2).
+    // Session thread only (conn_ is stable for the whole session).
+    bool lists_xattrs() const;
     std::uint64_t next_seq() override;
     Result<void> send(const protocol::native::Message& message) override;
     Result<std::vector<protocol::native::ListEntry>> list(const std::string& path, std::uint32_t flags,
                                                           std::string& incomplete) override;
     Result<std::vector<std::uint8_t>> signature(const std::string& path) override;
+    Result<std::vector<Result<std::vector<protocol::native::ListEntry>>>> list_many(
+        const std::vector<std::pair<std::string, std::uint32_t>>& requests) override;
+    void set_record(std::uint64_t journal_seq) override;
     bool stopping() const override { return stop_.load(); }
     void progress(const std::string& line) override;
     std::shared_ptr<Query> start_query();

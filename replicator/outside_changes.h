@@ -6,23 +6,30 @@
 //    OutsideChangeQueue under one mutex; the worker takes a batch and the count it covers
 //    under the same mutex, so "acted >= n" means "every change received before n was acted on".
 //  - Acting on a batch: the kernel cache of the mount is invalidated for each path (through
-//    the callback fs/main.cc installs; never from a FUSE handler), then every mirror gets a
-//    reconcile request (quick check by type/size/mtime, librsync delta for changed files,
-//    deletes only what SOURCE lacks: exactly "delete only if still absent in SOURCE" and
-//    "verify the new name" of a rename). One reconcile covers a whole batch.
-//  - Crash safety: the Replicator removes the clean marker at start and writes it only after
-//    a clean stop that drained this queue, so an outside change the kernel handed us and a
-//    crash lost is covered by the full checksum reconcile of the next start.
-//  - flush(): `syncfsctl wait` first waits until the watcher saw no new event for a settle
-//    period (covers its echo delay and move pairing) and every change received was acted on.
+//    the callback fs/main.cc installs; never from a FUSE handler), then each change becomes a
+//    journal record (through `record_`, the ChangeTracker): Verify{path} (subtree for a new
+//    directory, a delete and an Overflow) or Rename{from, to, kRenameFromOutside}. Each
+//    mirror's sender acts on them in journal order, per path: a librsync delta, the
+//    namespace op, a delete, or a subtree reconcile (docs/watcher.md). So outside changes are
+//    as durable as the mount's own: replayed after a crash, trimmed only after every ack.
+//  - A watcher whose reader thread died (status().running false) is restarted by the worker
+//    with exponential backoff (1 s .. 60 s); after a restart the whole tree is verified,
+//    because changes made while it was down were not seen. Both are logged and counted in
+//    `syncfsctl status` (watcher.restarts, watcher.last_failure).
+//  - flush(): `syncfsctl wait` first passes a barrier through the watcher's reader
+//    (Watcher::caught_up: every event queued before the call read and delivered, nothing
+//    held), then waits until every change received by then was journaled.
+// Lock order: mu_ before the ChangeTracker's. watcher_mu_ is taken alone.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -38,37 +45,61 @@ namespace sfs::repl {
 // "The kernel may cache `path` (relative to SOURCE; "" = SOURCE) and its entry stale":
 // installed by fs/main.cc (fs::Session::invalidate), called from the worker thread only.
 using InvalidateFn = std::function<void(const std::string& path)>;
+// Journals one record for the mirrors (the ChangeTracker's on_change).
+using RecordFn = std::function<void(const fs::ChangeRecord& record)>;
 
 class OutsideChanges final : private watch::OutsideChangeSink {
 public:
-    // mode: "off", "auto", "fanotify" or "inotify". `reconcile` requests a reconcile of every mirror.
-    OutsideChanges(std::string mode, std::vector<std::string> excludes, std::function<void()> reconcile);
+    // mode: "off", "auto", "fanotify" or "inotify".
+    OutsideChanges(std::string mode, std::vector<std::string> excludes, RecordFn record);
     ~OutsideChanges();
 
     static Result<void> check_mode(const std::string& mode);
     bool enabled() const noexcept { return mode_ != "off"; }
     void set_invalidator(InvalidateFn fn) { invalidate_ = std::move(fn); }
+    // Restart backoff of a dead watcher (tests shorten it).
+    void set_restart_backoff(std::chrono::milliseconds min, std::chrono::milliseconds max) {
+        backoff_min_ = min;
+        backoff_max_ = max;
+    }
 
     // Starts the watcher (ignore_pid = getpid(): call after fuse_daemonize) and the worker.
+    // Fault injection for tests: SYNCFS_TEST_WATCH_HOLD / SYNCFS_TEST_WATCH_FAIL name the
+    // files of WatchOptions::fault_hold_file / fault_fail_file; SYNCFS_TEST_WATCH_MAX_INOTIFY
+    // and SYNCFS_TEST_WATCH_REWATCH_MS set max_inotify_watches / rewatch_interval
+    // (docs/watcher.md).
     Result<void> start(int source_dirfd, const std::string& source_path);
-    // Stops the watcher, then acts on what it delivered, then stops the worker. Idempotent.
+    // Stops the watcher, then journals what it delivered, then stops the worker. Idempotent.
     void stop() noexcept;
 
     // ChangeTracker hook: syncfs itself changes `path` now (inotify echo suppression).
     void own_change(const std::string& path) noexcept;
-    // Waits until outside changes seen before the call were acted on. False on timeout.
+    // Waits until outside changes seen before the call were journaled. False on timeout.
     bool flush(std::chrono::steady_clock::time_point deadline);
     void add_status(protocol::control::Fields& f) const;
+
+    // The journal records for one (coalesced) batch of changes; exposed for tests.
+    static std::vector<fs::ChangeRecord> records_for(const std::vector<watch::OutsideChange>& batch);
 
 private:
     void on_outside_change(const watch::OutsideChange& change) noexcept override;
     void run();
+    void act(const std::vector<watch::OutsideChange>& batch);
+    void check_watcher(std::chrono::steady_clock::time_point now);  // worker thread
+    std::shared_ptr<watch::Watcher> watcher() const;
 
     const std::string mode_;
     const std::vector<std::string> excludes_;
-    const std::function<void()> reconcile_;
+    const RecordFn record_;
     InvalidateFn invalidate_;
-    std::unique_ptr<watch::Watcher> watcher_;
+    std::chrono::milliseconds backoff_min_{1000}, backoff_max_{60000};
+    int source_dirfd_ = -1;
+    std::string source_path_;
+    watch::WatchOptions options_;
+
+    mutable std::shared_mutex watcher_mu_;
+    std::shared_ptr<watch::Watcher> watcher_;  // guarded by watcher_mu_
+    std::atomic<bool> echo_hints_{false};      // the current watcher needs expect_own_change()
     watch::OutsideChangeQueue queue_;
     std::thread worker_;
 
@@ -77,6 +108,19 @@ private:
     std::uint64_t received_ = 0;  // guarded by mu_
     std::uint64_t acted_ = 0;     // guarded by mu_
     std::uint64_t batches_ = 0;   // guarded by mu_
+    std::uint64_t records_ = 0;   // guarded by mu_: journal records made
+    std::uint64_t renames_ = 0;   // guarded by mu_
+    std::uint64_t fallbacks_ = 0;  // guarded by mu_: Overflow subtrees verified
+    std::string last_fallback_;    // guarded by mu_
+    std::uint64_t restarts_ = 0;   // guarded by mu_
+    std::string last_failure_;     // guarded by mu_
+    bool dead_ = false;            // guarded by mu_: the watcher died and is not restarted yet
+    bool no_restart_ = false;      // guarded by mu_: stop() began
+    std::chrono::steady_clock::time_point restart_at_{};  // worker thread only
+    std::chrono::milliseconds backoff_{0};                // worker thread only
+    std::chrono::steady_clock::time_point last_start_ = std::chrono::steady_clock::now();  // worker thread only
+    std::uint64_t base_events_ = 0, base_reported_ = 0, base_own_ = 0, base_overflows_ = 0,
+                  base_errors_ = 0;  // guarded by mu_: counters of watchers that were replaced
     bool stopping_ = false;       // guarded by mu_
     std::string start_error_;     // guarded by mu_
 };

@@ -148,8 +148,8 @@ public:
         const auto started = std::chrono::steady_clock::now();
         ch_.progress(std::string("reconcile: listing the mirror") + (checksum_ ? " with checksums" : ""));
         std::string incomplete;
-        const std::uint32_t flags = proto::kListRecursive | (checksum_ ? std::uint32_t{proto::kListChecksums} : 0u) |
-                                    (xattrs_ ? std::uint32_t{proto::kListXattrs} : 0u);
+        const std::uint32_t flags =
+            proto::kListRecursive | (checksum_ ? std::uint32_t{proto::kListChecksums} : 0u) | xattr_flag();
         auto listing = ch_.list("", flags, incomplete);
         if (!listing) return std::unexpected(listing.error());
         for (auto& e : *listing) mirror_.emplace(e.path, std::move(e));
@@ -159,6 +159,161 @@ public:
         source_entries_.push_back(SrcEntry{"", root_st, {}});
         std::vector<std::string> unreadable;
         walk(source_, "", excludes_, source_entries_, unreadable);
+        const std::size_t total = source_entries_.size();
+        const std::size_t deleted = apply(unreadable, incomplete, /*progress=*/true);
+        if (deleted == kConnLost) return fail(conn_lost_, ENOTCONN);
+        const auto secs = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+        ch_.progress("reconcile: done, " + std::to_string(total) + " entries checked, " + std::to_string(changed_) +
+                     " changed, " + std::to_string(deleted) + " deleted, " + std::to_string(bytes_) +
+                     " bytes of content sent in " + std::to_string(secs.count()) + " ms" +
+                     (errors_ ? ", " + std::to_string(errors_) + " unreadable in SOURCE" : ""));
+        if (errors_) return fail(std::to_string(errors_) + " entries of SOURCE could not be read");
+        return {};
+    }
+
+    // Outside changes (journaled Verify records, docs/watcher.md): makes each item's path
+    // (and subtree) on the mirror equal SOURCE's current state. Every listing of the batch
+    // is fetched in one pipelined round trip; items covered by a subtree item are dropped.
+    std::uint32_t xattr_flag() const { return xattrs_ ? std::uint32_t{proto::kListXattrs} : 0u; }
+
+    Result<VerifyOutcome> run_paths(std::vector<VerifyItem> items) {
+        VerifyOutcome out;
+        normalize(items);
+        if (items.empty()) return out;
+        // Listings of each item and of each item's parent (does the mirror have the directory
+        // the item goes into?), in one round trip.
+        std::vector<std::pair<std::string, std::uint32_t>> req;
+        std::map<std::string, std::size_t> parent_req;
+        for (const auto& it : items) req.emplace_back(it.path, (it.subtree ? std::uint32_t{proto::kListRecursive} : 0u) | xattr_flag());
+        for (const auto& it : items) {
+            if (it.path.empty()) continue;
+            const std::string parent = parent_of(it.path);
+            if (parent_req.emplace(parent, req.size()).second) req.emplace_back(parent, 0u);
+        }
+        auto got = ch_.list_many(req);
+        if (!got) return fail(got.error().message, ENOTCONN);
+        std::map<std::string, bool> dir_on_mirror;  // path -> the mirror has a directory there
+        auto is_dir_entry = [](const Result<std::vector<proto::ListEntry>>& r) {
+            return r && !r->empty() && r->front().type == proto::NodeType::Directory;
+        };
+        for (const auto& [parent, index] : parent_req) dir_on_mirror[parent] = is_dir_entry((*got)[index]);
+        dir_on_mirror[""] = true;
+
+        std::vector<std::string> covered;  // subtrees already made equal in this batch
+        for (std::size_t i = 0; i < items.size(); ++i) {
+            if (ch_.stopping()) return fail("stopped", ENOTCONN);
+            VerifyItem item = items[i];
+            ch_.set_record(item.record);
+            if (std::any_of(covered.begin(), covered.end(), [&](const std::string& c) { return under(item.path, c); })) {
+                continue;
+            }
+            struct stat st{};
+            const bool in_source = item.path.empty() ? ::fstat(source_, &st) == 0
+                                                     : ::fstatat(source_, item.path.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
+            Listed listing = to_listed(std::move((*got)[i]));
+            if (in_source && !item.path.empty()) {
+                // The mirror lacks a directory above: verify from the highest one it lacks.
+                std::string top = item.path;
+                for (std::string a = parent_of(item.path);; a = parent_of(a)) {
+                    auto known = dir_on_mirror.find(a);
+                    bool has;
+                    if (known != dir_on_mirror.end()) {
+                        has = known->second;
+                    } else {
+                        auto one = ch_.list_many({{a, 0u}});
+                        if (!one) return fail(one.error().message, ENOTCONN);
+                        has = dir_on_mirror[a] = is_dir_entry(one->front());
+                    }
+                    if (has) break;
+                    top = a;
+                }
+                if (top != item.path) {
+                    spdlog::debug("outside change '{}': the mirror lacks '{}': verifying it whole", item.path, top);
+                    item = VerifyItem{top, true, item.record};
+                    listing = relist(item.path, true);
+                    if (listing.err == ENOTCONN) return fail(listing.message, ENOTCONN);
+                    if (::fstatat(source_, item.path.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+                }
+            }
+            if (listing.err == ENOTCONN) return fail(listing.message, ENOTCONN);
+            if (listing.err != 0 && listing.err != ENOENT && listing.err != ENOTDIR) {
+                spdlog::warn("outside change '{}': {}: reconciling the whole tree", item.path, listing.message);
+                out.needs_full = true;
+                continue;
+            }
+            bool mirror_has = listing.err == 0 && !listing.entries.empty();
+            const bool mirror_dir = mirror_has && listing.entries.front().type == proto::NodeType::Directory;
+            const bool src_dir = in_source && S_ISDIR(st.st_mode);
+            // A directory on the mirror that SOURCE no longer has there: its entries must go too.
+            if (mirror_dir && !src_dir && !item.subtree) {
+                listing = relist(item.path, true);
+                if (listing.err == ENOTCONN) return fail(listing.message, ENOTCONN);
+                if (listing.err != 0) {
+                    out.needs_full = true;
+                    continue;
+                }
+                mirror_has = !listing.entries.empty();
+            }
+            // A directory the mirror lacks (or has as another type) is sent whole.
+            const bool whole = src_dir && (item.subtree || !mirror_dir);
+            mirror_.clear();
+            source_entries_.clear();
+            changed_dirs_.clear();
+            resent_.clear();
+            links_.clear();
+            if (mirror_has) {
+                for (auto& e : listing.entries) mirror_.emplace(e.path, std::move(e));
+            }
+            std::vector<std::string> unreadable;
+            if (in_source) {
+                SrcEntry e{item.path, st, {}};
+                if (S_ISLNK(st.st_mode)) {
+                    char buf[4096];
+                    ssize_t n = ::readlinkat(source_, item.path.c_str(), buf, sizeof buf);
+                    if (n < 0) continue;  // replaced meanwhile: a later change covers it
+                    e.target.assign(buf, static_cast<std::size_t>(n));
+                }
+                if (S_ISREG(st.st_mode) && st.st_nlink > 1) {
+                    // Its other names may be anywhere: only the whole-tree pass links them.
+                    auto m = mirror_.find(item.path);
+                    if (m == mirror_.end() || m->second.size != static_cast<std::uint64_t>(st.st_size) ||
+                        m->second.mtime != ts(st.st_mtim)) {
+                        out.needs_full = true;
+                    }
+                }
+                source_entries_.push_back(std::move(e));
+                if (whole) {
+                    if (item.path.empty()) {
+                        walk(source_, "", excludes_, source_entries_, unreadable);
+                    } else {
+                        UniqueFd sub(::openat(source_, item.path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+                        if (sub) {
+                            walk(sub.get(), item.path, excludes_, source_entries_, unreadable);
+                        } else {
+                            unreadable.push_back(item.path);
+                        }
+                    }
+                }
+            }
+            if (!in_source && !mirror_has) continue;
+            const std::uint64_t changed_before = changed_;
+            const std::size_t deleted = apply(unreadable, std::string(), false);
+            if (deleted == kConnLost) return fail(conn_lost_, ENOTCONN);
+            if (whole || !in_source) covered.push_back(item.path);
+            dir_on_mirror[item.path] = src_dir;
+            out.changed += changed_ - changed_before;
+            ++out.verified;
+        }
+        out.bytes = bytes_;
+        out.unreadable = errors_;
+        return out;
+    }
+
+    // Makes the mirror entries in mirror_ equal source_entries_ (both cover the same part of
+    // the tree): deletions deepest first (never below an unreadable directory, never on an
+    // incomplete listing), then every entry, then directory attributes deepest first.
+    // Returns the number of deletions, or kConnLost (message in conn_lost_).
+    std::size_t apply(const std::vector<std::string>& unreadable, const std::string& incomplete, bool progress) {
         std::set<std::string> in_source;
         for (const auto& e : source_entries_) in_source.insert(e.path);
 
@@ -186,7 +341,7 @@ public:
         }
         std::set<std::string> deleted;
         for (const auto* m : doomed) {
-            if (auto r = remove(*m); !r) return r;
+            if (auto r = remove(*m); !r) return lost(r);
             deleted.insert(m->path);
             changed_dirs_.insert(parent_of(m->path));
         }
@@ -196,17 +351,17 @@ public:
         std::size_t done = 0;
         auto last_progress = std::chrono::steady_clock::now();
         for (const auto& e : source_entries_) {
-            if (ch_.stopping()) return fail("stopped");
+            if (ch_.stopping()) return lost(fail("stopped"));
             auto r = sync_entry(e);
             if (r && xattrs_) r = sync_xattrs(e);
             if (!r) {
-                if (r.error().code == ENOTCONN) return r;
+                if (r.error().code == ENOTCONN) return lost(r);
                 // One file that cannot be read (vanished, permission) does not stop the pass.
                 spdlog::warn("reconcile: '{}': {}", e.path, r.error().message);
                 ++errors_;
             }
             ++done;
-            if (std::chrono::steady_clock::now() - last_progress > std::chrono::seconds(2)) {
+            if (progress && std::chrono::steady_clock::now() - last_progress > std::chrono::seconds(2)) {
                 last_progress = std::chrono::steady_clock::now();
                 ch_.progress("reconcile: " + std::to_string(done) + "/" + std::to_string(total) + " entries checked, " +
                              std::to_string(changed_) + " changed, " + std::to_string(bytes_) + " bytes sent");
@@ -228,19 +383,72 @@ public:
                                                    it->st.st_uid, it->st.st_gid, 0, ts(it->st.st_atim),
                                                    ts(it->st.st_mtim)});
                 !r) {
-                return conn_error(r);
+                return lost(r);
             }
         }
-        const auto secs = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
-        ch_.progress("reconcile: done, " + std::to_string(total) + " entries checked, " + std::to_string(changed_) +
-                     " changed, " + std::to_string(doomed.size()) + " deleted, " + std::to_string(bytes_) +
-                     " bytes of content sent in " + std::to_string(secs.count()) + " ms" +
-                     (errors_ ? ", " + std::to_string(errors_) + " unreadable in SOURCE" : ""));
-        if (errors_) return fail(std::to_string(errors_) + " entries of SOURCE could not be read");
-        return {};
+        return doomed.size();
     }
 
 private:
+    static bool under(const std::string& path, const std::string& dir) {
+        return dir.empty() || path == dir || (path.size() > dir.size() && path.starts_with(dir) && path[dir.size()] == '/');
+    }
+
+    // Drops items that a subtree item of the batch covers, and repeats of a path. Every
+    // change of the batch happened before any of it is acted on, so the covering item, which
+    // looks at SOURCE later, sees them all.
+    static void normalize(std::vector<VerifyItem>& items) {
+        std::set<std::string> subtrees;
+        for (const auto& it : items) {
+            if (it.subtree) subtrees.insert(it.path);
+        }
+        auto covered_by_other = [&](const VerifyItem& it) {
+            for (std::string a = it.path;; a = parent_of(a)) {
+                if (a != it.path || !it.subtree) {
+                    if (subtrees.count(a)) return true;
+                }
+                if (a.empty()) return false;
+            }
+        };
+        std::set<std::string> seen;
+        std::vector<VerifyItem> out;
+        for (auto& it : items) {
+            if (covered_by_other(it)) continue;
+            if (!seen.insert(it.path).second) continue;
+            out.push_back(std::move(it));
+        }
+        items = std::move(out);
+    }
+
+    // A listing of one path: entries, or err (ENOENT/ENOTDIR: the mirror lacks it;
+    // ENOTCONN: the connection is gone).
+    struct Listed {
+        std::vector<proto::ListEntry> entries;
+        int err = 0;
+        std::string message;
+    };
+    static Listed to_listed(Result<std::vector<proto::ListEntry>>&& r) {
+        Listed l;
+        if (r) {
+            l.entries = std::move(*r);
+        } else {
+            l.err = r.error().code == 0 ? EIO : r.error().code;
+            l.message = r.error().message;
+        }
+        return l;
+    }
+    Listed relist(const std::string& path, bool recursive) {
+        auto r = ch_.list_many({{path, (recursive ? std::uint32_t{proto::kListRecursive} : 0u) | xattr_flag()}});
+        if (!r) return Listed{{}, ENOTCONN, r.error().message};
+        return to_listed(std::move(r->front()));
+    }
+
+    static constexpr std::size_t kConnLost = ~std::size_t{0};
+    std::size_t lost(const Result<void>& r) {
+        conn_lost_ = r.error().message;
+        return kConnLost;
+    }
+
     static Result<void> conn_error(const Result<void>& r) {
         return fail(r.error().message, ENOTCONN);
     }
@@ -518,6 +726,7 @@ private:
     std::set<std::string> resent_;
     std::map<std::pair<std::uint64_t, std::uint64_t>, std::string> links_;
     std::uint64_t changed_ = 0, bytes_ = 0, errors_ = 0;
+    std::string conn_lost_;
 };
 
 }  // namespace
@@ -546,6 +755,12 @@ Result<void> reconcile_tree(MirrorChannel& channel, int source_dirfd, const std:
                             bool checksum, bool xattrs) {
     Reconciler r(channel, source_dirfd, excludes, checksum, xattrs);
     return r.run();
+}
+
+Result<VerifyOutcome> reconcile_paths(MirrorChannel& channel, int source_dirfd, const std::vector<std::string>& excludes,
+                                      std::vector<VerifyItem> items, bool xattrs) {
+    Reconciler r(channel, source_dirfd, excludes, false, xattrs);
+    return r.run_paths(std::move(items));
 }
 
 }  // namespace sfs::repl

@@ -10,8 +10,13 @@
 // differ gets SOURCE's set: Removexattr for names SOURCE lacks, Setxattr for the rest.
 // Excluded paths (fnmatch on the relative path, or on the name
 // when the pattern has no '/') are neither sent nor deleted. Progress goes to channel.progress().
+//
+// reconcile_paths() does the same for single paths and subtrees named by journaled outside
+// changes (Verify records, docs/watcher.md): the rules are shared, only the part of the tree
+// listed and walked differs.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -24,5 +29,30 @@ bool excluded(const std::vector<std::string>& patterns, const std::string& path)
 
 Result<void> reconcile_tree(MirrorChannel& channel, int source_dirfd, const std::vector<std::string>& excludes,
                             bool checksum, bool xattrs);
+
+// One journaled Verify record (an outside change, docs/watcher.md): make the mirror's `path`
+// equal SOURCE's current `path` -- and everything below it when `subtree`, or when it is a
+// directory the mirror lacks. A path SOURCE lacks is deleted on the mirror (with its subtree).
+struct VerifyItem {
+    std::string path;
+    bool subtree = false;
+    std::uint64_t record = 0;  // journal seq: channel.set_record(record) before its mutations
+};
+
+struct VerifyOutcome {
+    std::uint64_t verified = 0;    // items looked at (after dropping covered ones)
+    std::uint64_t changed = 0;     // mirror entries created, replaced, deleted or fixed
+    std::uint64_t bytes = 0;       // content bytes sent
+    std::uint64_t unreadable = 0;  // SOURCE entries that could not be read (logged; a later change retries)
+    // Something only the whole-tree pass can do right: a file with several hard links whose
+    // content was sent (its other names may be anywhere), or a listing that failed.
+    bool needs_full = false;
+};
+
+// Verifies a batch of items in journal order: their listings are fetched in one pipelined
+// round trip; items inside a subtree item of the batch are covered by it. Error: only a
+// lost connection (code ENOTCONN) -- the records are then replayed.
+Result<VerifyOutcome> reconcile_paths(MirrorChannel& channel, int source_dirfd, const std::vector<std::string>& excludes,
+                                      std::vector<VerifyItem> items, bool xattrs);
 
 }  // namespace sfs::repl

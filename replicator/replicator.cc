@@ -94,7 +94,6 @@ struct Replicator::Impl {
     std::vector<std::uint64_t> saved_cursors;
     std::unique_ptr<OutsideChanges> outside;  // the fallback watcher's consumer
     std::unique_ptr<EchoHintSink> echo_sink;
-    std::function<ctl::Fields()> status_source;
 
     void housekeeping() {
         std::unique_lock lock(mu);
@@ -223,9 +222,10 @@ Result<std::unique_ptr<Replicator>> Replicator::create(ReplicatorOptions options
         });
     }
     if (auto w = OutsideChanges::check_mode(options.watch); !w) return std::unexpected(w.error());
-    impl->outside = std::make_unique<OutsideChanges>(options.watch, options.excludes, [p = impl.get()] {
-        for (auto& m : p->mirrors) m->request_resync(false);
-    });
+    // Outside changes are journaled like the mount's own (docs/watcher.md): through the
+    // tracker, so a rename outside also renames the names it keeps for pending writes.
+    impl->outside = std::make_unique<OutsideChanges>(
+        options.watch, options.excludes, [t = impl->tracker.get()](const fs::ChangeRecord& r) { t->on_change(r); });
     impl->echo_sink = std::make_unique<EchoHintSink>(*impl->tracker, *impl->outside);
     impl->options = std::move(options);
     impl->source_dirfd = source_dirfd;
@@ -331,9 +331,6 @@ ctl::Fields Replicator::status() const {
     add("journal.bytes", s.journal->stored_bytes());
     add("journal.error", s.journal->last_error());
     s.outside->add_status(f);
-    if (s.status_source) {
-        for (auto& kv : s.status_source()) f.push_back(std::move(kv));
-    }
     add("mirrors", s.mirrors.size());
     for (std::size_t i = 0; i < s.mirrors.size(); ++i) {
         MirrorStatus m = s.mirrors[i]->status();
@@ -353,6 +350,9 @@ ctl::Fields Replicator::status() const {
         add(p + "last_error_unix_ms", m.last_error_unix_ms);
         add(p + "reconcile_pending", m.reconcile_pending);
         add(p + "reconcile_progress", m.reconcile_progress);
+        add(p + "outside_verified", m.outside_verified);
+        add(p + "outside_changed", m.outside_changed);
+        add(p + "outside_renames", m.outside_renames);
     }
     return f;
 }
@@ -393,12 +393,13 @@ std::string Replicator::wait(std::chrono::milliseconds timeout) {
     return {};
 }
 
-void Replicator::note_outside_change(const std::string& path) {
-    spdlog::debug("changed outside the mount: '{}': reconciling", path);
-    for (auto& m : impl_->mirrors) m->request_resync(false);
+void Replicator::note_outside_change(const std::string& path, bool subtree) {
+    fs::ChangeRecord r;
+    r.kind = fs::ChangeKind::Verify;
+    r.path = path;
+    r.flags = subtree ? fs::kVerifySubtree : 0;
+    impl_->tracker->on_change(r);
 }
-
-void Replicator::set_status_source(std::function<ctl::Fields()> source) { impl_->status_source = std::move(source); }
 
 void Replicator::resync() {
     spdlog::info("resync requested: reconciling every mirror");

@@ -63,13 +63,10 @@ public:
     void resync();
     const std::string& state_dir() const;
 
-    // For the outside-mount watcher (issue 6): a file of SOURCE changed behind the mount's
-    // back. Its mirror copy can no longer be trusted for range writes: every mirror
-    // reconciles (many calls coalesce into one pass; the pass sends librsync deltas).
-    void note_outside_change(const std::string& path);
-    // Extra `key value` fields for `syncfsctl status` (e.g. "watcher.mode fanotify").
-    // Set before start(); called on the control thread.
-    void set_status_source(std::function<protocol::control::Fields()> source);
+    // `path` of SOURCE changed behind the mount's back (what the outside-mount watcher
+    // reports, docs/watcher.md): journals a Verify record, so every mirror makes its copy
+    // equal SOURCE's (a librsync delta for content; the whole subtree when `subtree`).
+    void note_outside_change(const std::string& path, bool subtree = false);
 
     struct Impl;
 

@@ -139,6 +139,8 @@ protected:
         end_batch();
     }
 
+    bool holds_changes() const noexcept override { return !pending_.empty(); }
+
     std::optional<Clock::time_point> next_deadline() const noexcept override {
         if (pending_.empty()) return std::nullopt;
         return pending_.front().deadline;

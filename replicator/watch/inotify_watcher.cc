@@ -72,6 +72,8 @@ protected:
         end_batch();
     }
 
+    bool holds_changes() const noexcept override { return !pending_.empty(); }
+
     std::optional<Clock::time_point> next_deadline() const noexcept override {
         std::optional<Clock::time_point> next;
         if (!pending_.empty()) next = pending_.front().deadline;

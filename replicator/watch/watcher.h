@@ -53,6 +53,12 @@ struct WatchOptions {
     // fanotify mode: pair MOVED_FROM/MOVED_TO even when the kernel has FAN_RENAME (tests the
     // path used on kernels before 5.17).
     bool fanotify_without_rename = false;
+    // Fault injection for tests (docs/watcher.md "Fault injection"; empty = off). While the
+    // file `fault_hold_file` exists the reader does not read the kernel queue, so a burst
+    // overflows it for certain. When `fault_fail_file` appears, the reader removes it and
+    // ends as on a read error (Overflow(""), running = false).
+    std::string fault_hold_file;
+    std::string fault_fail_file;
 };
 
 struct WatchStatus {
@@ -83,6 +89,12 @@ public:
     // Delivers the changes still held (echo delay) and joins the reader thread. Idempotent.
     // Never call it from the sink (the reader thread would join itself).
     virtual void stop() noexcept = 0;
+
+    // Barrier for `syncfsctl wait`: returns true once every event the kernel queued before
+    // the call has been read and every change from it delivered to the sink (nothing held
+    // for echo filtering or move pairing). False on timeout or when the reader is not
+    // running. Exact even when the reader thread is starved of CPU.
+    virtual bool caught_up(std::chrono::steady_clock::time_point deadline) = 0;
 
     // True when the backend cannot attribute changes to a process (inotify): the FUSE layer
     // must then call expect_own_change() before each op it applies to SOURCE.

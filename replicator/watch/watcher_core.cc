@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <spdlog/spdlog.h>
 
@@ -42,6 +43,8 @@ WatcherCore::~WatcherCore() { stop(); }
 Result<void> WatcherCore::start_thread() {
     stop_fd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!stop_fd_) return fail(source_path_ + ": eventfd: " + std::strerror(errno), errno);
+    kick_fd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!kick_fd_) return fail(source_path_ + ": eventfd: " + std::strerror(errno), errno);
     running_ = true;
     try {
         thread_ = std::thread([this] { run(); });
@@ -72,8 +75,22 @@ void WatcherCore::run() noexcept {
             auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - Clock::now());
             timeout = static_cast<int>(std::max<std::int64_t>(0, left.count()));
         }
-        pollfd fds[2] = {{kernel_fd(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
-        int n = ::poll(fds, 2, timeout);
+        if (!options_.fault_fail_file.empty() && ::unlink(options_.fault_fail_file.c_str()) == 0) {
+            record_error("injected fault (" + options_.fault_fail_file + "): the watcher stops");
+            report_overflow("", "the watcher stopped on an injected fault");
+            break;
+        }
+        const bool hold = !options_.fault_hold_file.empty() && ::access(options_.fault_hold_file.c_str(), F_OK) == 0;
+        if (hold || !options_.fault_fail_file.empty()) timeout = timeout < 0 || timeout > 20 ? 20 : timeout;
+        // caught_up(): the kernel queue is empty now and nothing is held, so every event
+        // queued before kick k (read before this check) has been read and delivered.
+        if (const std::uint64_t k = kicks_.load(); k != drained_kick_.load() && !hold && delayed_.empty() &&
+                                                   !holds_changes()) {
+            pollfd q{kernel_fd(), POLLIN, 0};
+            if (::poll(&q, 1, 0) == 0) drained_kick_.store(k);
+        }
+        pollfd fds[3] = {{hold ? -1 : kernel_fd(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}, {kick_fd_.get(), POLLIN, 0}};
+        int n = ::poll(fds, 3, timeout);
         if (n < 0) {
             if (errno == EINTR) continue;
             record_error(std::string("poll: ") + std::strerror(errno));
@@ -81,6 +98,13 @@ void WatcherCore::run() noexcept {
             break;
         }
         if (fds[1].revents != 0) break;
+        if (fds[2].revents != 0) {
+            std::uint64_t v;
+            if (::read(kick_fd_.get(), &v, sizeof v) < 0 && errno != EAGAIN) {
+                spdlog::warn("watcher {}: reading the wake-up eventfd: {}", source_path_, std::strerror(errno));
+            }
+            continue;
+        }
         if (fds[0].revents & (POLLERR | POLLNVAL)) {
             record_error("kernel event queue fd failed");
             report_overflow("", "the watcher stopped: kernel queue fd failed");
@@ -92,6 +116,18 @@ void WatcherCore::run() noexcept {
     }
     flush_delayed(Clock::time_point::max());  // stopping: deliver what is held, now
     running_ = false;
+}
+
+bool WatcherCore::caught_up(Clock::time_point deadline) {
+    if (!running_.load() || !kick_fd_) return false;
+    const std::uint64_t k = ++kicks_;
+    std::uint64_t one = 1;
+    if (::write(kick_fd_.get(), &one, sizeof one) < 0) return false;
+    while (drained_kick_.load() < k) {
+        if (!running_.load() || Clock::now() >= deadline) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return true;
 }
 
 WatchStatus WatcherCore::status() const {

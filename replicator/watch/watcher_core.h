@@ -30,6 +30,7 @@ public:
     void stop() noexcept override;
     bool needs_echo_hints() const noexcept override { return echo_.has_value(); }
     void expect_own_change(std::string_view path) noexcept override;
+    bool caught_up(Clock::time_point deadline) override;
 
 protected:
     // `root` is the watcher's own fd on SOURCE (O_RDONLY directory).
@@ -46,6 +47,9 @@ protected:
     // When a pending move must be resolved, if any.
     virtual std::optional<Clock::time_point> next_deadline() const noexcept { return std::nullopt; }
     virtual void on_deadline(Clock::time_point /*now*/) noexcept {}
+    // Whether a change read from the kernel is still held (an unpaired move waiting for
+    // its partner): caught_up() waits until it is delivered.
+    virtual bool holds_changes() const noexcept { return false; }
 
     // --- reporting, watcher thread only ---
     // Delivers `change` unless excluded or announced by expect_own_change(). Consecutive
@@ -93,6 +97,9 @@ private:
     const ExcludeList exclude_;
     mutable std::optional<EchoFilter> echo_;
     UniqueFd stop_fd_;  // eventfd: written by stop()
+    UniqueFd kick_fd_;  // eventfd: written by caught_up() to wake the reader
+    std::atomic<std::uint64_t> kicks_{0};        // caught_up() calls so far
+    std::atomic<std::uint64_t> drained_kick_{0};  // kicks_ seen at the last empty, nothing-held check
     std::thread thread_;
     std::mutex stop_mutex_;
     std::optional<OutsideChange> last_reported_;  // watcher thread only

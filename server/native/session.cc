@@ -347,7 +347,13 @@ private:
         } else {
             d.err = outcome.error().code > 0 ? outcome.error().code : EIO;
             d.message = outcome.error().message.substr(0, pn::kMaxMessage);
-            spdlog::warn("native {} module {}: {}", m_.peer, m_.name, outcome.error().message);
+            // A query about a path the mirror lacks is an answer, not a problem: the
+            // replicator asks that for every new file made outside the mount (docs/watcher.md).
+            if (d.err == ENOENT || d.err == ENOTDIR) {
+                spdlog::debug("native {} module {}: {}", m_.peer, m_.name, outcome.error().message);
+            } else {
+                spdlog::warn("native {} module {}: {}", m_.peer, m_.name, outcome.error().message);
+            }
         }
         if (auto r = send_cumulative_ack(); !r) return r;
         return send(d);

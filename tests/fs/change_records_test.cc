@@ -60,6 +60,8 @@ std::string describe(const ChangeRecord& r) {
                           static_cast<unsigned long long>(r.length));
             s += buf;
             break;
+        case ChangeKind::Verify:  // journaled by the replicator only, never by fs/
+            break;
     }
     return s;
 }

@@ -171,7 +171,9 @@ public:
         if (!extra_.empty()) opts += "," + extra_;
         pid_ = spawn({SYNCFS_BIN, env_.src, env_.mnt, "-f", "-o", opts}, env_.root + "/syncfs.log");
         for (int i = 0; i < 500; ++i) {
-            if (mounted()) return;
+            // Mounted and answering on its control socket (the replicator starts just after
+            // the mount appears; a `syncfsctl wait` before that fails to connect).
+            if (mounted() && sh(std::string(SYNCFSCTL) + " status " + env_.mnt).status == 0) return;
             if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
                 pid_ = -1;
                 break;

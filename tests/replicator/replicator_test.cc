@@ -217,6 +217,12 @@ struct Harness {
     }
     void start() { start(options()); }
     std::string diff() { return run("rsync -aHAXnc --delete -i " + dirs.src + "/ " + dirs.mirror + "/ 2>&1"); }
+    std::string status_field(const std::string& key) {
+        for (auto& [k, v] : rep->status()) {
+            if (k == key) return v;
+        }
+        return {};
+    }
     std::uint64_t bytes_sent() {
         for (auto& [k, v] : rep->status()) {
             if (k == "mirror.0.bytes_sent") return std::stoull(v);
@@ -356,6 +362,86 @@ TEST(Replicator, OutsideChangeIsReconciledWithADelta) {
     ASSERT_EQ(h.rep->wait(30s), "");
     EXPECT_EQ(h.diff(), "");
     EXPECT_LT(h.bytes_sent() - before, 200u * 1024);  // a delta, not the whole MiB
+}
+
+// Outside changes (docs/watcher.md): Verify records for a new file in directories the
+// mirror lacks, a removed subtree and a plain file; no op may fail on the mirror (a failed
+// op would fall back to a whole-tree checksum reconcile).
+TEST(Replicator, OutsideVerifyRecordsCreateDeleteAndFillMissingDirectories) {
+    Harness h;
+    h.start();
+    SourceOps ops(h.dirs.src, h.rep->sink());
+    ops.put("keep", "k");
+    ops.mkdir("d");
+    ops.put("d/x", "x");
+    ops.mkdir("d/sub");
+    ops.put("d/sub/y", "y");
+    ASSERT_EQ(h.rep->wait(30s), "");
+    const std::string errors_before = h.status_field("mirror.0.errors");
+    stdfs::create_directories(h.dirs.src + "/new/a/b");
+    { std::ofstream(h.dirs.src + "/new/a/b/f") << "deep"; }
+    { std::ofstream(h.dirs.src + "/new/side") << "side"; }
+    stdfs::remove_all(h.dirs.src + "/d");
+    { std::ofstream(h.dirs.src + "/plain") << "plain"; }
+    h.rep->note_outside_change("new/a/b/f");   // the mirror lacks new/: sent from there, whole
+    h.rep->note_outside_change("d", true);     // gone: deleted with its subtree
+    h.rep->note_outside_change("plain");
+    h.rep->note_outside_change("d/sub/y");     // gone too (covered by "d")
+    ASSERT_EQ(h.rep->wait(30s), "");
+    EXPECT_EQ(h.diff(), "");
+    for (auto& [k, v] : h.rep->status()) {
+        if (k == "mirror.0.errors") {
+            EXPECT_EQ(v, errors_before);  // no op failed (that would mean a checksum reconcile)
+        }
+        if (k == "mirror.0.outside_verified") {
+            EXPECT_NE(v, "0");
+        }
+    }
+}
+
+// An outside rename (Rename record with kRenameFromOutside) is sent as one rename when the
+// mirror has the source, and as content when it does not.
+TEST(Replicator, OutsideRenameIsSentAsARenameOrAsContent) {
+    Harness h;
+    h.start();
+    SourceOps ops(h.dirs.src, h.rep->sink());
+    ops.mkdir("a");
+    ops.mkdir("a/dir");
+    for (int i = 0; i < 200; ++i) ops.put("a/dir/f" + std::to_string(i), std::string(1000, static_cast<char>('a' + i % 26)));
+    ops.mkdir("b");
+    ASSERT_EQ(h.rep->wait(30s), "");
+    const std::string errors_before = h.status_field("mirror.0.errors");
+    auto outside_rename = [&](const std::string& from, const std::string& to) {
+        ASSERT_EQ(::rename((h.dirs.src + "/" + from).c_str(), (h.dirs.src + "/" + to).c_str()), 0);
+        fs::ChangeRecord r;
+        r.kind = K::Rename;
+        r.path = from;
+        r.path2 = to;
+        r.flags = fs::kRenameFromOutside;
+        h.rep->sink().on_change(r);
+    };
+    std::uint64_t before = h.bytes_sent();
+    outside_rename("a/dir", "b/moved");
+    ASSERT_EQ(h.rep->wait(30s), "");
+    EXPECT_EQ(h.diff(), "");
+    EXPECT_LT(h.bytes_sent() - before, 16u * 1024);  // 200 KB of files stay where they are
+    // The mirror never saw "c" (made outside, no record): the rename becomes content.
+    { std::ofstream(h.dirs.src + "/c") << "never on the mirror"; }
+    outside_rename("c", "b/e");
+    // Atomic replace of an existing file.
+    { std::ofstream(h.dirs.src + "/b/.tmp") << "replacement"; }
+    h.rep->note_outside_change("b/.tmp");
+    outside_rename("b/.tmp", "b/moved/f1");
+    ASSERT_EQ(h.rep->wait(30s), "");
+    EXPECT_EQ(h.diff(), "");
+    for (auto& [k, v] : h.rep->status()) {
+        if (k == "mirror.0.errors") {
+            EXPECT_EQ(v, errors_before);  // no op failed (that would mean a checksum reconcile)
+        }
+        if (k == "mirror.0.outside_renames") {
+            EXPECT_NE(v, "0");
+        }
+    }
 }
 
 TEST(Replicator, StatusAndWaitOverTheControlSocket) {
