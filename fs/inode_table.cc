@@ -128,12 +128,22 @@ SysResult<PathFd> InodeTable::path_fd(Inode& inode) noexcept {
 
 void InodeTable::unpin(Inode* inode) noexcept {
     std::vector<int> to_close;
+    bool last_of_reaped = false;
     {
         std::lock_guard lock(fd_mu_);
         --inode->pins;
+        if (inode->reaped && inode->pins == 0) {
+            last_of_reaped = true;
+            if (inode->fd >= 0) {
+                to_close.push_back(inode->fd);
+                inode->fd = -1;
+                --cached_;
+            }
+        }
         if (cached_ > capacity()) evict_locked(to_close);
     }
     for (int c : to_close) ::close(c);
+    if (last_of_reaped) delete inode;
 }
 
 void InodeTable::set_name_locked(Inode* inode, Inode* parent, const std::string& name,
@@ -248,19 +258,28 @@ void InodeTable::forget(Inode* inode, std::uint64_t n) noexcept {
 
 void InodeTable::reap(std::vector<Inode*>& dead) noexcept {
     if (dead.empty()) return;
+    // A handler may still hold a PathFd of a node the kernel has just forgotten: it replies
+    // first and unpins after, and the FORGET that the reply allowed can run on another worker
+    // in between. Such a node is only marked; its last unpin closes the fd and frees it.
     std::vector<int> to_close;
+    std::vector<Inode*> free_now;
     {
         std::lock_guard lock(fd_mu_);
         for (Inode* d : dead) {
             lru_remove_locked(d);
+            if (d->pins > 0) {
+                d->reaped = true;
+                continue;
+            }
             if (d->fd >= 0) {
                 to_close.push_back(d->fd);
                 --cached_;
             }
+            free_now.push_back(d);
         }
     }
     for (int c : to_close) ::close(c);
-    for (Inode* d : dead) delete d;
+    for (Inode* d : free_now) delete d;
 }
 
 void InodeTable::renamed(SrcId moved, Inode* new_parent, const std::string& new_name) noexcept {

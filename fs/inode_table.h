@@ -67,6 +67,7 @@ struct Inode {
     int fd = -1;
     std::uint32_t pins = 0;      // PathFds in use
     std::uint32_t opens = 0;     // open file/dir handles: fd stays while > 0
+    bool reaped = false;         // forgotten while pinned: the last unpin closes and deletes
     bool in_lru = false;
     std::list<Inode*>::iterator lru_pos;
 };
