@@ -15,8 +15,6 @@ std::string proc_path(int dirfd, const std::string& name) {
     return "/proc/self/fd/" + std::to_string(dirfd) + "/" + (name.empty() ? std::string(".") : name);
 }
 
-bool host_owned(const std::string& name) { return name == "security.selinux"; }
-
 }  // namespace
 
 SysResult<XattrList> read_xattrs(int dirfd, const std::string& name) {
@@ -42,7 +40,7 @@ SysResult<XattrList> read_xattrs(int dirfd, const std::string& name) {
     for (std::size_t i = 0; i < names.size();) {
         std::string key(names.c_str() + i);
         i += key.size() + 1;
-        if (key.empty() || host_owned(key)) continue;
+        if (key.empty()) continue;
         ssize_t len = ::lgetxattr(path.c_str(), key.c_str(), nullptr, 0);
         if (len < 0) {
             if (errno == ENODATA) continue;  // removed meanwhile

@@ -13,8 +13,7 @@ namespace sfs::sys {
 using XattrList = std::vector<std::pair<std::string, std::string>>;
 
 // The extended attributes of `name` in directory `dirfd`, without following a final symlink
-// and without opening the node (a FIFO or device is never opened). Names a host sets on its
-// own (security.selinux: each host's labelling policy) are left out. A filesystem without
+// and without opening the node (a FIFO or device is never opened). A filesystem without
 // xattr support yields an empty list. Errors: the errno of llistxattr/lgetxattr (ENOENT when
 // the node vanished).
 SysResult<XattrList> read_xattrs(int dirfd, const std::string& name);

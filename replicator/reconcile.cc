@@ -6,7 +6,6 @@
 #include <librsync.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
-#include <sys/xattr.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -527,11 +526,7 @@ private:
                 if (auto r = ch_.mutate(proto::Removexattr{0, e.path, name}); !r) return wrap(r);
             }
         }
-        for (const auto& [name, value] : *source) {
-            if (value.size() > proto::kMaxXattrValue) continue;
-            if (auto r = ch_.mutate(proto::Setxattr{0, e.path, name, value}); !r) return wrap(r);
-        }
-        return {};
+        return set_xattrs(e.path, *source);
     }
 
     Result<void> set_times(const SrcEntry& e) {
@@ -695,22 +690,18 @@ private:
         return wrap(ch_.send(commit));
     }
 
+    // Sets every extended attribute of SOURCE's `path` on the mirror (its content was just
+    // sent as a new file, which has none). Unreadable ones are left to a later change or pass.
     Result<void> send_xattrs(const std::string& path) {
-        UniqueFd fd(::openat(source_, path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-        if (!fd) return {};
-        std::vector<char> names(65536);
-        ssize_t n = ::flistxattr(fd.get(), names.data(), names.size());
-        if (n <= 0) return {};
-        for (ssize_t i = 0; i < n;) {
-            std::string name(names.data() + i);
-            i += static_cast<ssize_t>(name.size()) + 1;
-            std::vector<char> value(proto::kMaxXattrValue);
-            ssize_t v = ::fgetxattr(fd.get(), name.c_str(), value.data(), value.size());
-            if (v < 0) continue;
-            if (auto r = ch_.mutate(proto::Setxattr{0, path, name, std::string(value.data(), static_cast<std::size_t>(v))});
-                !r) {
-                return wrap(r);
-            }
+        auto xattrs = sys::read_xattrs(source_, path);
+        if (!xattrs) return {};
+        return set_xattrs(path, *xattrs);
+    }
+
+    Result<void> set_xattrs(const std::string& path, const sys::XattrList& xattrs) {
+        for (const auto& [name, value] : xattrs) {
+            if (value.size() > proto::kMaxXattrValue) continue;
+            if (auto r = ch_.mutate(proto::Setxattr{0, path, name, value}); !r) return wrap(r);
         }
         return {};
     }

@@ -7,7 +7,8 @@
 
 namespace sfs::protocol::native {
 
-// Names in order plus XXH3-128 over every (name NUL, u32 length, value) in that order.
+// Names in order plus XXH3-128 over every (name NUL, u32 length, value) in that order,
+// security.selinux left out (each host labels its own files).
 // Keeps at most kMaxXattrNames names; the digest still covers all of them.
 XattrSummary summarize_xattrs(const sys::XattrList& xattrs);
 
