@@ -30,9 +30,11 @@
 
 #include <spdlog/spdlog.h>
 
-#include <cerrno>
 #include <bit>
+#include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -370,13 +372,23 @@ private:
     }
 
     static constexpr const char* kError = "\x01";
+    static constexpr int kHandleRetries = 7;  // sleeps 1+2+...+64 ms before giving up
 
     // The current absolute path of a directory handle; "" when it is gone; kError on error.
     std::string open_handle_path(const file_handle* handle) {
         std::vector<unsigned char> copy(sizeof(file_handle) + handle->handle_bytes);
         std::memcpy(copy.data(), handle, copy.size());
-        UniqueFd fd(::open_by_handle_at(root_fd(), reinterpret_cast<file_handle*>(copy.data()),
-                                        O_PATH | O_CLOEXEC));
+        // ENOMEM here is transient: the filesystem could not allocate the inode or dentry to
+        // decode the handle into (a memory cgroup at its limit reclaims little under GFP_NOFS).
+        // A short bounded backoff (about 0.1 s in all) resolves it far more cheaply than the
+        // whole-tree reconcile that giving up costs.
+        UniqueFd fd;
+        for (int attempt = 0;; ++attempt) {
+            fd = UniqueFd(::open_by_handle_at(root_fd(), reinterpret_cast<file_handle*>(copy.data()),
+                                              O_PATH | O_CLOEXEC));
+            if (fd || errno != ENOMEM || attempt == kHandleRetries) break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(1 << attempt));
+        }
         if (!fd) {
             if (errno == ESTALE || errno == ENOENT) return {};
             record_error(std::string("open_by_handle_at: ") + std::strerror(errno));
