@@ -238,15 +238,23 @@ void Journal::flusher_loop() {
             }
         }
         // Write + fdatasync, retrying on errors (ENOSPC, EIO): the records stay in `batch`.
+        // A failed attempt is undone by cutting the segment back to its durable end and the
+        // whole batch is written again. Continuing from where it stopped would be wrong after
+        // a failed fdatasync: the kernel may have dropped the dirty pages and marked them
+        // clean, so a second fdatasync succeeds without the data ever reaching the disk.
         std::size_t done = 0;
         std::string path;
         {
             std::lock_guard lock(mu_);
             path = segments_.back().path;
         }
-        for (;;) {
+        for (int attempt = 0;; ++attempt) {
             bool ok = true;
-            while (done < batch.size()) {
+            if (attempt > 0) {
+                done = 0;
+                if (::ftruncate(active_fd_.get(), static_cast<off_t>(active_size_)) != 0) ok = false;
+            }
+            while (ok && done < batch.size()) {
                 ssize_t n = ::write(active_fd_.get(), batch.data() + done, batch.size() - done);
                 if (n < 0 && errno == EINTR) continue;
                 if (n < 0) { ok = false; break; }

@@ -5,10 +5,12 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -322,6 +324,57 @@ TEST(Journal, EveryDurableRecordSurvivesSigkill) {
             expect_same(recs[i].record, make_record(i + 1));
         }
     }
+}
+
+// Disk full under the journal (a small tmpfs): appends are buffered, the flusher reports the
+// error and retries; once space is freed every record becomes durable exactly once, in order,
+// with no bytes of the failed attempts left in the segment (replay would call them corrupt).
+TEST(Journal, DiskFullIsRetriedAndLosesOrDuplicatesNothing) {
+    TempDir dir;
+    if (::mount("tmpfs", dir.path.c_str(), "tmpfs", 0, "size=256k") != 0) {
+        GTEST_SKIP() << "cannot mount a tmpfs: " << std::strerror(errno);
+    }
+    struct Unmount {
+        std::string path;
+        ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+    } unmount{dir.path};
+    const std::string jdir = dir.path + "/j";
+    ASSERT_EQ(::mkdir(jdir.c_str(), 0700), 0);
+    auto j = Journal::open(jdir);
+    ASSERT_TRUE(j) << j.error().message;
+    ASSERT_EQ((*j)->append(make_record(1)), 1u);
+    ASSERT_TRUE((*j)->wait_durable(1, 10s));
+
+    // Fill the filesystem, leaving less than the next batch needs.
+    const std::string filler = dir.path + "/filler";
+    {
+        std::ofstream f(filler, std::ios::binary);
+        std::string block(4096, 'f');
+        while (f.write(block.data(), static_cast<std::streamsize>(block.size()))) f.flush();
+    }
+    constexpr std::uint64_t kLast = 400;  // ~100 KiB of records: more than any free space left
+    for (std::uint64_t i = 2; i <= kLast; ++i) ASSERT_EQ((*j)->append(make_record(i)), i);
+    EXPECT_FALSE((*j)->wait_durable(kLast, 1500ms));
+    EXPECT_LT((*j)->durable_seq(), kLast);
+    EXPECT_NE((*j)->last_error().find("No space left on device"), std::string::npos) << (*j)->last_error();
+
+    ASSERT_EQ(::unlink(filler.c_str()), 0);
+    ASSERT_TRUE((*j)->wait_durable(kLast, 10s)) << (*j)->last_error();
+    EXPECT_EQ((*j)->last_error(), "");
+    auto check = [&](const Journal& journal) {
+        auto recs = read_all(journal);
+        ASSERT_EQ(recs.size(), kLast);
+        for (std::uint64_t i = 0; i < kLast; ++i) {
+            ASSERT_EQ(recs[i].seq, i + 1);
+            expect_same(recs[i].record, make_record(i + 1));
+        }
+    };
+    check(**j);
+    j->reset();
+    auto reopened = Journal::open(jdir);
+    ASSERT_TRUE(reopened) << reopened.error().message;
+    EXPECT_EQ((*reopened)->replay_stats().torn_bytes, 0u);
+    check(**reopened);
 }
 
 }  // namespace
