@@ -244,7 +244,15 @@ private:
     void reap() {
         int status;
         pid_t pid;
-        while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) children_.erase(pid);
+        while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
+            children_.erase(pid);
+            // A connection process only ever exits; a signal means a defect (or an operator's
+            // kill), and the operator must see it.
+            if (WIFSIGNALED(status) && !aborting_) {
+                spdlog::error("connection process {} killed by signal {} ({})", pid, WTERMSIG(status),
+                              ::strsignal(WTERMSIG(status)));
+            }
+        }
     }
 
     void accept_one(int listener) {
@@ -289,6 +297,7 @@ private:
         wait_children(std::chrono::seconds(opt_.shutdown_grace_s));
         if (children_.empty()) return;
         spdlog::warn("aborting {} connection(s) still running", children_.size());
+        aborting_ = true;
         for (pid_t pid : children_) ::kill(pid, SIGTERM);
         wait_children(std::chrono::seconds(5));
         for (pid_t pid : children_) ::kill(pid, SIGKILL);
@@ -316,6 +325,7 @@ private:
     UniqueFd sigfd_;
     sigset_t sigmask_{};
     std::set<pid_t> children_;
+    bool aborting_ = false;  // shutdown() is killing the connections still running
     PidFile pid_file_;
     bool stopping_ = false;
 };
