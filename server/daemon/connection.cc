@@ -374,6 +374,7 @@ private:
         nm.read_only = admitted->user_read_only.value_or(p.flag(P::read_only));
         nm.munge_symlinks = p.tristate(P::munge_symlinks).value_or(!admitted->env.chrooted);
         nm.am_root = admitted->env.am_root;
+        nm.io_timeout_s = static_cast<int>(p.number(P::timeout));
         nm.peer = peer_.display_name() + " (" + peer_.address + ")";
         spdlog::info("native replication to {} from {}{} ({}){}", m->name,
                      report_.user.empty() ? "" : report_.user + "@", peer_.display_name(), peer_.address,

@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <optional>
 #include <random>
@@ -191,14 +192,25 @@ private:
         return {};
     }
 
+    // Writes everything buffered. A client that stops reading is given the module's `timeout`
+    // (else idle_timeout_s) without any progress, then the session ends: it must not hold the
+    // stream lock forever.
     Result<void> flush() {
         std::size_t done = 0;
+        auto last_progress = std::chrono::steady_clock::now();
         while (done < out_buf_.size()) {
-            ssize_t n = ::send(out_, out_buf_.data() + done, out_buf_.size() - done, MSG_NOSIGNAL);
+            ssize_t n = ::send(out_, out_buf_.data() + done, out_buf_.size() - done, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (n < 0 && errno == ENOTSOCK) n = ::write(out_, out_buf_.data() + done, out_buf_.size() - done);
             if (n < 0) {
                 if (errno == EINTR) continue;
                 if (errno == EAGAIN) {
+                    const int limit = m_.io_timeout_s > 0 ? m_.io_timeout_s : m_.idle_timeout_s;
+                    auto stalled = std::chrono::steady_clock::now() - last_progress;
+                    if (limit > 0 && stalled >= std::chrono::seconds(limit)) {
+                        out_buf_.clear();
+                        return fail(fmt::format("write to {}: the client read nothing for {} s", m_.peer, limit),
+                                    ETIMEDOUT);
+                    }
                     pollfd p{out_, POLLOUT, 0};
                     ::poll(&p, 1, 1000);
                     continue;
@@ -206,6 +218,7 @@ private:
                 out_buf_.clear();
                 return fail(fmt::format("write to {}: {}", m_.peer, std::strerror(errno)), errno);
             }
+            last_progress = std::chrono::steady_clock::now();
             done += static_cast<std::size_t>(n);
             stats_.bytes_out += static_cast<std::uint64_t>(n);
         }
@@ -362,8 +375,11 @@ private:
     Result<void> on(pn::SignatureRequest& m) {
         if (auto r = send_cumulative_ack(); !r) return r;
         bool io_failed = false;
+        // Each chunk is written at once (make_signature paces them): a write is how a long
+        // computation learns that its client has gone.
         auto info = make_signature(root_.get(), m, [&](std::span<const std::uint8_t> data) -> Result<void> {
             auto r = send(pn::SignatureChunk{m.id, {data.begin(), data.end()}});
+            if (r) r = flush();
             if (!r) io_failed = true;
             return r;
         });

@@ -27,6 +27,8 @@ struct NativeModule {
     std::string peer;            // "host (address)" for log lines
     int lock_timeout_ms = 10000; // wait this long for an older session of the same stream
     int idle_timeout_s = 600;    // no frame for this long: the session ends (0 = never)
+    int io_timeout_s = 0;        // the module's `timeout`: a client that reads nothing of our
+                                 // replies for this long is dropped (0 = use idle_timeout_s)
 };
 
 struct NativeStats {

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <vector>
 
 #include "server/native/apply.h"
@@ -31,19 +32,28 @@ Result<BasisInfo> make_signature(int root, const pn::SignatureRequest& req,
         return op_error(std::string("signature (") + rs_strerror(r) + ")", req.path, EINVAL);
     RsJob job(rs_sig_begin(block_len, strong_len, magic));
 
+    // Chunks go out when full, and at least every kEmitInterval while there is something to
+    // send: a large file yields little signature data per second (one entry per block of up
+    // to ~1 MiB read and hashed), and only a write can tell that the client has gone. Without
+    // it a session whose client died would hash a huge file to the end, holding the stream.
+    constexpr auto kEmitInterval = std::chrono::milliseconds(500);
+    auto last_emit = std::chrono::steady_clock::now();
     std::vector<std::uint8_t> pending;
     bool emit_failed = false;
     Error emit_error;
     auto sink = [&](std::span<const std::uint8_t> out) -> Result<void> {
         pending.insert(pending.end(), out.begin(), out.end());
-        while (pending.size() >= pn::kMaxChunk) {
-            auto r = emit(std::span<const std::uint8_t>(pending.data(), pn::kMaxChunk));
+        auto now = std::chrono::steady_clock::now();
+        while (pending.size() >= pn::kMaxChunk || (!pending.empty() && now - last_emit >= kEmitInterval)) {
+            std::size_t n = std::min<std::size_t>(pending.size(), pn::kMaxChunk);
+            auto r = emit(std::span<const std::uint8_t>(pending.data(), n));
             if (!r) {
                 emit_failed = true;
                 emit_error = r.error();
                 return r;
             }
-            pending.erase(pending.begin(), pending.begin() + pn::kMaxChunk);
+            pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(n));
+            last_emit = now;
         }
         return {};
     };

@@ -205,5 +205,41 @@ TEST(NativeSyncfsd, ModuleRunningAsNobodyKeepsItsState) {
     EXPECT_EQ((*again)->hello().applied_seq, 5u);
 }
 
+// A client that asks for a large reply and then reads nothing is dropped after the module's
+// `timeout` (rsync's I/O timeout), freeing its stream for the next connection. The request:
+// the signature of a 1 GiB sparse file in 64-byte blocks, ~200 MiB of replies.
+TEST(NativeSyncfsd, ClientThatStopsReadingIsDroppedAfterTheModuleTimeout) {
+    Mirror s;
+    {
+        UniqueFd f(::open((s.module + "/sparse").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
+        ASSERT_TRUE(f.valid());
+        ASSERT_EQ(::ftruncate(f.get(), 1 << 30), 0);
+    }
+    // No auth users: this client speaks the protocol by hand.
+    Daemon d(s.dir, fmt::format("use chroot = no\n[web]\npath = {}\nread only = no\ntimeout = 2\n"
+                                "syncfs state dir = {}\n",
+                                s.module, s.state));
+    ASSERT_GT(d.pid(), 0) << d.log();
+    int fd = connect_port(d.port());
+    ASSERT_GE(fd, 0);
+    int small = 4096;
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    ASSERT_TRUE(read_line(fd).has_value());  // greeting
+    send_text(fd, "SYNCFS 2 web\n");
+    ASSERT_EQ(read_line(fd).value_or(""), "@RSYNCD: OK");
+    std::vector<std::uint8_t> out;
+    ASSERT_TRUE(pn::encode(pn::Hello{.stream_id = "stalled:/src"}, out));
+    ASSERT_TRUE(pn::encode(pn::SignatureRequest{1, "sparse", 64}, out));
+    ASSERT_EQ(::write(fd, out.data(), out.size()), static_cast<ssize_t>(out.size()));
+    auto start = std::chrono::steady_clock::now();
+    EXPECT_TRUE(file_gets(s.dir / "syncfsd.log", "the client read nothing for 2 s", std::chrono::seconds(30)))
+        << d.log();
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
+    ::close(fd);
+    // The stream is free again at once.
+    auto link = MirrorLink::connect(fmt::format("rsync://127.0.0.1:{}/web", d.port()), "", "stalled:/src");
+    ASSERT_TRUE(link.has_value()) << link.error().message << "\n" << d.log();
+}
+
 }  // namespace
 }  // namespace sfs::test
