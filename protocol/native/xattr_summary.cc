@@ -1,9 +1,8 @@
 #include "protocol/native/xattr_summary.h"
 
-#include <xxhash.h>
-
-#include <cstring>
 #include <string>
+
+#include "protocol/native/content_hash.h"
 
 namespace sfs::protocol::native {
 
@@ -16,20 +15,16 @@ bool host_owned(const std::string& name) { return name == "security.selinux"; }
 
 XattrSummary summarize_xattrs(const sys::XattrList& xattrs) {
     XattrSummary out;
-    XXH3_state_t* state = XXH3_createState();
-    XXH3_128bits_reset(state);
+    ContentHasher hasher;
     for (const auto& [name, value] : xattrs) {
         if (host_owned(name)) continue;
         if (out.names.size() < kMaxXattrNames) out.names.push_back(name);
-        XXH3_128bits_update(state, name.data(), name.size() + 1);  // with its NUL
+        hasher.update(name.data(), name.size() + 1);  // with its NUL
         const std::uint32_t len = static_cast<std::uint32_t>(value.size());
-        XXH3_128bits_update(state, &len, sizeof len);
-        XXH3_128bits_update(state, value.data(), value.size());
+        hasher.update(&len, sizeof len);
+        hasher.update(value.data(), value.size());
     }
-    XXH128_canonical_t c;
-    XXH128_canonicalFromHash(&c, XXH3_128bits_digest(state));
-    XXH3_freeState(state);
-    std::memcpy(out.digest.data(), c.digest, out.digest.size());
+    out.digest = hasher.digest();
     return out;
 }
 

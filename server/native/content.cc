@@ -3,11 +3,11 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include <cstring>
 
 #include "fmt/format.h"
+#include "protocol/native/content_hash.h"
 #include "server/native/resolve.h"
 #include "server/native/rs_job.h"
 
@@ -25,12 +25,9 @@ struct ContentTransfer::State {
     int basis_raw = -1;  // what librsync's copy callback reads (points into this heap State)
     std::optional<RsJob> patch;
     std::uint64_t written = 0;
-    XXH3_state_t* hash = nullptr;
+    pn::ContentHasher hash;
 
-    ~State() {
-        if (hash) XXH3_freeState(hash);
-        discard();
-    }
+    ~State() { discard(); }
     void discard() noexcept {
         if (!tmp.empty() && parent) ::unlinkat(parent.get(), tmp.c_str(), 0);
         tmp.clear();
@@ -48,7 +45,7 @@ struct ContentTransfer::State {
         }
         written += data.size();
         if (written > op.size) return op_error("write (more data than announced)", op.path, EFBIG);
-        XXH3_128bits_update(hash, data.data(), data.size());
+        hash.update(data);
         return {};
     }
 };
@@ -100,9 +97,6 @@ Result<ContentTransfer> ContentTransfer::begin(const ApplyContext& ctx, const pn
     if (fd < 0) return op_error("create temp file for", op.path, errno);
     s->tmp = std::move(tmp);
     s->out.reset(fd);
-    s->hash = XXH3_createState();
-    if (!s->hash) return op_error("write", op.path, ENOMEM);
-    XXH3_128bits_reset(s->hash);
     if (op.encoding == pn::ContentEncoding::Delta) s->patch.emplace(rs_patch_begin(&read_basis, &s->basis_raw));
     // Reserve the space up front where the filesystem allows it: ENOSPC then shows at the
     // start of the transfer instead of near its end.
@@ -134,9 +128,7 @@ Result<void> ContentTransfer::commit(const ApplyContext& ctx, const pn::ContentC
     }
     if (s.written != s.op.size)
         return finish_fail(op_error(fmt::format("verify (size {} != announced {})", s.written, s.op.size), s.op.path, EIO));
-    XXH128_canonical_t canon;
-    XXH128_canonicalFromHash(&canon, XXH3_128bits_digest(s.hash));
-    if (std::memcmp(canon.digest, op.hash.data(), op.hash.size()) != 0)
+    if (s.hash.digest() != op.hash)
         return finish_fail(op_error("verify (content hash mismatch)", s.op.path, EIO));
     // Drop blocks fallocate reserved beyond the content (delta size known only now).
     if (::ftruncate(s.out.get(), static_cast<off_t>(s.written)) != 0) return finish_fail(op_error("truncate", s.op.path, errno));

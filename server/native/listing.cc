@@ -5,7 +5,6 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include <algorithm>
 #include <cstring>
@@ -14,6 +13,7 @@
 #include "common/unique_fd.h"
 #include "common/xattrs.h"
 #include "fmt/format.h"
+#include "protocol/native/content_hash.h"
 #include "protocol/native/xattr_summary.h"
 #include "server/native/apply.h"
 #include "server/native/resolve.h"
@@ -149,27 +149,18 @@ private:
         int fd = ::openat(dir, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
         if (fd < 0) return last_errno();
         UniqueFd file(fd);
-        XXH3_state_t* state = XXH3_createState();
-        if (!state) return std::unexpected(ENOMEM);
-        XXH3_128bits_reset(state);
+        pn::ContentHasher hasher;
         std::vector<std::uint8_t> buf(256 * 1024);
         for (;;) {
             ssize_t n = ::read(file.get(), buf.data(), buf.size());
             if (n < 0) {
                 if (errno == EINTR) continue;
-                int err = errno;
-                XXH3_freeState(state);
-                return std::unexpected(err);
+                return std::unexpected(errno);
             }
             if (n == 0) break;
-            XXH3_128bits_update(state, buf.data(), static_cast<std::size_t>(n));
+            hasher.update(buf.data(), static_cast<std::size_t>(n));
         }
-        XXH128_canonical_t canon;
-        XXH128_canonicalFromHash(&canon, XXH3_128bits_digest(state));
-        XXH3_freeState(state);
-        pn::Hash128 h;
-        std::memcpy(h.data(), canon.digest, h.size());
-        return h;
+        return hasher.digest();
     }
 
     const pn::ListRequest& req_;

@@ -4,24 +4,18 @@
 #include <sys/mount.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
-#include <xxhash.h>
 
 #include <cstring>
 #include <map>
 #include <random>
 
+#include "protocol/native/content_hash.h"
 #include "tests/replicator/native_test_util.h"
 
 namespace sfs::testing {
 namespace {
 
-pn::Hash128 hash_of(std::string_view data) {
-    XXH128_canonical_t c;
-    XXH128_canonicalFromHash(&c, XXH3_128bits(data.data(), data.size()));
-    pn::Hash128 h;
-    std::memcpy(h.data(), c.digest, 16);
-    return h;
-}
+pn::Hash128 hash_of(std::string_view data) { return pn::ContentHasher::of(data); }
 
 // Sends a whole-file transfer of `data` in chunks of `chunk` bytes.
 void send_whole(Served& s, std::uint64_t seq, const std::string& path, std::string_view data, std::uint32_t mode = 0644,

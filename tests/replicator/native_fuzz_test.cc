@@ -5,11 +5,12 @@
 // byte, bytes overwritten or inserted, huge integers, repeated slices). No connection
 // process may die of a signal, nothing may appear outside the module, every session must
 // end within its bound, and the daemon must still apply a real session correctly.
-#include <xxhash.h>
+#include <sys/mount.h>
 
 #include <filesystem>
 
 #include "fmt/format.h"
+#include "protocol/native/content_hash.h"
 #include "replicator/mirror_link.h"
 #include "tests/support/session_fuzz.h"
 
@@ -20,13 +21,7 @@ namespace pn = protocol::native;
 namespace stdfs = std::filesystem;
 using repl::MirrorLink;
 
-pn::Hash128 hash_of(std::string_view data) {
-    XXH128_canonical_t c;
-    XXH128_canonicalFromHash(&c, XXH3_128bits(data.data(), data.size()));
-    pn::Hash128 h;
-    std::memcpy(h.data(), c.digest, 16);
-    return h;
-}
+pn::Hash128 hash_of(std::string_view data) { return pn::ContentHasher::of(data); }
 
 std::vector<std::uint8_t> bytes_of(std::string_view s) { return {s.begin(), s.end()}; }
 
@@ -72,6 +67,15 @@ void exercise(MirrorLink& link, std::uint64_t seq0) {
 TEST(NativeFuzz, MutatedRealSessionsNeverCrashEscapeOrWedgeTheDaemon) {
     if (::geteuid() != 0) GTEST_SKIP() << "uid = root in the module needs root";
     TempDir dir;
+    // The module lives on a small private tmpfs: a mutated ContentBegin announces any size,
+    // and the server reserves it with fallocate - on the shared disk that could briefly take
+    // the space other tests running alongside need.
+    stdfs::create_directories(dir / "top");
+    ASSERT_EQ(::mount("tmpfs", (dir / "top").c_str(), "tmpfs", 0, "size=64m,mode=0755"), 0) << std::strerror(errno);
+    struct Unmount {
+        std::string path;
+        ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+    } unmount{dir / "top"};
     const std::string module = dir / "top/mirror";
     stdfs::create_directories(module);
     stdfs::create_directories(dir / "state");

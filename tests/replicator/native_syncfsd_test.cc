@@ -2,11 +2,11 @@
 // connects, authenticates through the daemon's shared access-control code, and the daemon's
 // native session applies ops to the module. Also: wrong password, unknown module, read only,
 // chroot, and the per-connection byte counts in the daemon's log.
-#include <xxhash.h>
 
 #include <cstring>
 
 #include "fmt/format.h"
+#include "protocol/native/content_hash.h"
 #include "replicator/mirror_link.h"
 #include "tests/server/daemon_harness.h"
 
@@ -16,13 +16,7 @@ namespace {
 namespace pn = protocol::native;
 using repl::MirrorLink;
 
-pn::Hash128 hash_of(std::string_view data) {
-    XXH128_canonical_t c;
-    XXH128_canonicalFromHash(&c, XXH3_128bits(data.data(), data.size()));
-    pn::Hash128 h;
-    std::memcpy(h.data(), c.digest, 16);
-    return h;
-}
+pn::Hash128 hash_of(std::string_view data) { return pn::ContentHasher::of(data); }
 
 struct Mirror {
     TempDir dir;
