@@ -77,15 +77,36 @@ void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse
         if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
             uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : static_cast<uid_t>(-1);
             gid_t gid = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : static_cast<gid_t>(-1);
+            auto before = sys::fstatat(ifd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
             auto r = sys::check(::fchownat(ifd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW));
             if (!r) return finish(r.error());
             if (to_set & FUSE_SET_ATTR_UID) mask |= kAttrUid;
             if (to_set & FUSE_SET_ATTR_GID) mask |= kAttrGid;
+            // SOURCE's chown cleared set-ID bits itself (as natively, for any caller; the
+            // kernel leaves that to us under FUSE_HANDLE_KILLPRIV_V2): record the mode too.
+            auto after = sys::fstatat(ifd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+            if (before && after && before->st_mode != after->st_mode) mask |= kAttrMode;
         }
         if (to_set & FUSE_SET_ATTR_SIZE) {
             auto r = sys::check(ofd >= 0 ? ::ftruncate(ofd, attr->st_size) : ::truncate(proc.c_str(), attr->st_size));
             if (!r) return finish(r.error());
             mask |= kAttrSize;
+        }
+        // Set-ID bits (docs/fs.md, "Set-ID bits on write and truncate"). FATTR_KILL_SUIDGID
+        // (libfuse: FUSE_SET_ATTR_KILL_SUID) comes with a truncate by a caller without
+        // CAP_FSETID, and with every chown (SOURCE's chown above already cleared what a
+        // native one clears). A SETATTR that sets nothing at all is the kernel's
+        // file_remove_privs() (before a write, fallocate or copy_file_range into a set-ID
+        // file): it does not say whether the caller has CAP_FSETID, so uid 0 is taken as
+        // having it.
+        constexpr int kKill = FUSE_SET_ATTR_KILL_SUID | FUSE_SET_ATTR_KILL_SGID;
+        const bool truncate_kill = (to_set & FUSE_SET_ATTR_KILL_SUID) && (to_set & FUSE_SET_ATTR_SIZE) &&
+                                   !(to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID));
+        const bool sets_nothing = (to_set & ~kKill) == 0;
+        if (truncate_kill || (sets_nothing && fuse_req_ctx(req)->uid != 0)) {
+            auto r = clear_setid_bits(req, ifd);
+            if (!r) return finish(r.error());
+            if (r->second) mask |= kAttrMode;
         }
         if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
             struct timespec tv[2];

@@ -585,6 +585,61 @@ TEST(Semantics, NonRootAccessWithDefaultPermissions) {
         {"allow_other"});
 }
 
+// Set-ID bits: a write, truncate, truncating open or fallocate by a caller without
+// CAP_FSETID clears S_ISUID, and S_ISGID when group-execute is set or the caller is not in
+// the file's group; root keeps them. Through the mount the daemon clears them itself
+// (FUSE_HANDLE_KILLPRIV_V2, docs/fs.md); the modes seen right after must be native ones.
+void setid_scenario(Transcript& t) {
+    auto setid = [&](const std::string& name, mode_t mode, gid_t gid) {
+        t.put(name, "0123456789", 0644);
+        t.rc("chown " + name, ::chown(t.p(name).c_str(), 0, gid));
+        t.rc("chmod " + name, ::chmod(t.p(name).c_str(), mode));
+        t.stat(name);
+    };
+    setid("suid", 04666, 0);
+    setid("sgid-x", 02676, 0);
+    setid("sgid-nox-other", 02666, 0);
+    setid("sgid-nox-member", 02666, 1234);
+    setid("trunc", 04666, 0);
+    setid("otrunc", 06676, 0);
+    setid("falloc", 04666, 0);
+    setid("root", 06676, 0);
+    int fd = ::open(t.p("root").c_str(), O_WRONLY);
+    t.rc("root write", ::pwrite(fd, "r", 1, 0));
+    ::close(fd);
+    t.stat("root");
+    t.rc("root truncate", ::truncate(t.p("root").c_str(), 5));
+    t.stat("root");
+    as_user(t, [](Transcript& u) {
+        for (const char* name : {"suid", "sgid-x", "sgid-nox-other", "sgid-nox-member"}) {
+            int wfd = ::open(u.p(name).c_str(), O_WRONLY);
+            u.rc(std::string("write ") + name, ::pwrite(wfd, "ab", 2, 0));
+            u.stat(name);
+            u.rc(std::string("write again ") + name, ::pwrite(wfd, "cd", 2, 2));
+            ::close(wfd);
+            u.stat(name);
+        }
+        u.rc("truncate", ::truncate(u.p("trunc").c_str(), 3));
+        u.stat("trunc");
+        u.opened("open O_TRUNC", ::open(u.p("otrunc").c_str(), O_WRONLY | O_TRUNC));
+        u.stat("otrunc");
+        int ffd = ::open(u.p("falloc").c_str(), O_WRONLY);
+        u.rc("fallocate", ::fallocate(ffd, 0, 0, 8192));
+        ::close(ffd);
+        u.stat("falloc");
+    });
+    for (const char* name : {"suid", "sgid-x", "sgid-nox-other", "sgid-nox-member", "trunc", "otrunc", "falloc", "root"}) {
+        t.stat(name);
+        t.content(name);
+    }
+}
+
+TEST(Semantics, SetIdBitsAfterUnprivilegedWrites) { compare(setid_scenario, {"allow_other"}); }
+
+TEST(Semantics, SetIdBitsAfterUnprivilegedWritesNoWriteback) {
+    compare(setid_scenario, {"allow_other", "no_writeback"});
+}
+
 TEST(Semantics, ODirect) {
     compare([](Transcript& t) {
         void* buf = nullptr;
