@@ -69,19 +69,19 @@ bool caller_in_group(fuse_req_t req, gid_t gid) noexcept {
     }
 }
 
-mode_t setid_bits_to_clear(fuse_req_t req, const struct stat& st) noexcept {
+mode_t setid_bits_to_clear(fuse_req_t req, const struct stat& st, bool caller_has_fsetid) noexcept {
     if (!S_ISREG(st.st_mode)) return 0;
     mode_t bits = st.st_mode & S_ISUID;
     if (st.st_mode & S_ISGID) {
-        if ((st.st_mode & S_IXGRP) || !caller_in_group(req, st.st_gid)) bits |= S_ISGID;
+        if ((st.st_mode & S_IXGRP) || (!caller_has_fsetid && !caller_in_group(req, st.st_gid))) bits |= S_ISGID;
     }
     return bits;
 }
 
-SysResult<std::pair<struct stat, bool>> clear_setid_bits(fuse_req_t req, int fd) noexcept {
+SysResult<std::pair<struct stat, bool>> clear_setid_bits(fuse_req_t req, int fd, bool caller_has_fsetid) noexcept {
     auto st = sys::fstat(fd);
     if (!st) return std::unexpected(st.error());
-    const mode_t bits = setid_bits_to_clear(req, *st);
+    const mode_t bits = setid_bits_to_clear(req, *st, caller_has_fsetid);
     if (bits == 0) return std::pair{*st, false};
     sys::ProcFdPath p(fd);
     if (auto r = sys::check(::chmod(p.c_str(), st->st_mode & 07777 & ~bits)); !r) return std::unexpected(r.error());

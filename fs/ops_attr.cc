@@ -92,19 +92,25 @@ void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse
             if (!r) return finish(r.error());
             mask |= kAttrSize;
         }
-        // Set-ID bits (docs/fs.md, "Set-ID bits on write and truncate"). FATTR_KILL_SUIDGID
-        // (libfuse: FUSE_SET_ATTR_KILL_SUID) comes with a truncate by a caller without
-        // CAP_FSETID, and with every chown (SOURCE's chown above already cleared what a
-        // native one clears). A SETATTR that sets nothing at all is the kernel's
-        // file_remove_privs() (before a write, fallocate or copy_file_range into a set-ID
-        // file): it does not say whether the caller has CAP_FSETID, so uid 0 is taken as
-        // having it.
+        // Set-ID bits (docs/fs.md, "Set-ID bits on write and truncate"). The kernel strips
+        // ATTR_KILL_SUID/SGID before it sends a SETATTR, so what is left says why it came:
+        // - FATTR_KILL_SUIDGID (libfuse: FUSE_SET_ATTR_KILL_SUID) with a size: a truncate
+        //   by a caller without CAP_FSETID. With a chown it comes for every caller, and
+        //   SOURCE's chown above already cleared what a native chown clears.
+        // - ctime alone (writeback cache): chown(f, -1, -1), which natively clears the
+        //   bits for any caller (root keeps a group-ID bit without group-execute).
+        // - nothing at all: the kernel's file_remove_privs() before a write, fallocate or
+        //   copy_file_range into a set-ID file (without the writeback cache also chown(f,
+        //   -1, -1)). It does not say whether the caller has CAP_FSETID; uid 0 is taken as
+        //   having it.
         constexpr int kKill = FUSE_SET_ATTR_KILL_SUID | FUSE_SET_ATTR_KILL_SGID;
+        const bool is_root = fuse_req_ctx(req)->uid == 0;
         const bool truncate_kill = (to_set & FUSE_SET_ATTR_KILL_SUID) && (to_set & FUSE_SET_ATTR_SIZE) &&
                                    !(to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID));
         const bool sets_nothing = (to_set & ~kKill) == 0;
-        if (truncate_kill || (sets_nothing && fuse_req_ctx(req)->uid != 0)) {
-            auto r = clear_setid_bits(req, ifd);
+        const bool ctime_only = (to_set & ~kKill) == FUSE_SET_ATTR_CTIME;
+        if (truncate_kill || ctime_only || (sets_nothing && !is_root)) {
+            auto r = clear_setid_bits(req, ifd, ctime_only && is_root);
             if (!r) return finish(r.error());
             if (r->second) mask |= kAttrMode;
         }
