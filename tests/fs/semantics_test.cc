@@ -606,6 +606,7 @@ void setid_scenario(Transcript& t, bool root_chown) {
     setid("trunc", 04666, 0);
     setid("otrunc", 06676, 0);
     setid("falloc", 04666, 0);
+    setid("cfr", 04666, 0);
     setid("root", 06676, 0);
     setid("chown-root", 06666, 0);
     if (root_chown) {
@@ -638,11 +639,19 @@ void setid_scenario(Transcript& t, bool root_chown) {
         u.rc("fallocate", ::fallocate(ffd, 0, 0, 8192));
         ::close(ffd);
         u.stat("falloc");
+        int in = ::open(u.p("sgid-nox-member").c_str(), O_RDONLY);
+        int out = ::open(u.p("cfr").c_str(), O_WRONLY);
+        loff_t in_off = 0, out_off = 2;
+        u.rc("copy_file_range", ::copy_file_range(in, &in_off, out, &out_off, 3, 0));
+        ::close(in);
+        ::close(out);
+        u.stat("cfr");
         u.rc("owner chown -1 -1", ::chown(u.p("chown-user").c_str(), static_cast<uid_t>(-1), static_cast<gid_t>(-1)));
         u.stat("chown-user");
     });
     for (const char* name :
-         {"suid", "sgid-x", "sgid-nox-other", "sgid-nox-member", "trunc", "otrunc", "falloc", "root", "chown-root", "chown-user"}) {
+         {"suid", "sgid-x", "sgid-nox-other", "sgid-nox-member", "trunc", "otrunc", "falloc", "cfr", "root", "chown-root",
+          "chown-user"}) {
         t.stat(name);
         t.content(name);
     }
