@@ -4,6 +4,8 @@
 
 #include <fuse_lowlevel.h>
 
+#include <atomic>
+#include <cstdint>
 #include <mutex>
 
 #include "fs/change_record.h"
@@ -31,6 +33,12 @@ struct FsContext {
     // Negotiated at init.
     bool writeback = false;
     double timeout = 1.0;
+    // FUSE_HANDLE_KILLPRIV_V2 (fs/request_io.h): whether init() asks for it, the INIT
+    // request's unique id until its reply went out (0 otherwise), and whether the reply
+    // asked for it (then handlers clear set-ID bits when the kernel's flags say so).
+    bool want_killpriv_v2 = false;
+    std::atomic<std::uint64_t> init_unique{0};
+    std::atomic<bool> killpriv_v2{false};
 };
 
 inline FsContext& ctx_of(fuse_req_t req) noexcept {

@@ -4,6 +4,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <new>
+#include <vector>
+
 #include "common/syscalls.h"
 
 namespace sfs::fs {
@@ -43,6 +47,47 @@ SysResult<void> give_to_caller(fuse_req_t req, int parent_fd, int fd, struct sta
     st.st_uid = caller->uid;
     st.st_gid = gid;
     return {};
+}
+
+bool caller_in_group(fuse_req_t req, gid_t gid) noexcept {
+    const fuse_ctx* caller = fuse_req_ctx(req);
+    if (caller->gid == gid) return true;
+    // fuse_req_getgroups reads /proc/PID/task/PID/status: only reached for the rare
+    // set-group-ID file without group-execute.
+    gid_t small[64];
+    int n = fuse_req_getgroups(req, 64, small);
+    if (n <= 0) return false;
+    if (n <= 64) return std::find(small, small + n, gid) != small + n;
+    try {
+        std::vector<gid_t> groups(static_cast<std::size_t>(n));
+        n = fuse_req_getgroups(req, n, groups.data());
+        if (n <= 0) return false;
+        groups.resize(std::min(groups.size(), static_cast<std::size_t>(n)));
+        return std::find(groups.begin(), groups.end(), gid) != groups.end();
+    } catch (const std::bad_alloc&) {
+        return false;  // clear the bit: the safe side
+    }
+}
+
+mode_t setid_bits_to_clear(fuse_req_t req, const struct stat& st, bool caller_has_fsetid) noexcept {
+    if (!S_ISREG(st.st_mode)) return 0;
+    mode_t bits = st.st_mode & S_ISUID;
+    if (st.st_mode & S_ISGID) {
+        if ((st.st_mode & S_IXGRP) || (!caller_has_fsetid && !caller_in_group(req, st.st_gid))) bits |= S_ISGID;
+    }
+    return bits;
+}
+
+SysResult<std::pair<struct stat, bool>> clear_setid_bits(fuse_req_t req, int fd, bool caller_has_fsetid) noexcept {
+    auto st = sys::fstat(fd);
+    if (!st) return std::unexpected(st.error());
+    const mode_t bits = setid_bits_to_clear(req, *st, caller_has_fsetid);
+    if (bits == 0) return std::pair{*st, false};
+    sys::ProcFdPath p(fd);
+    if (auto r = sys::check(::chmod(p.c_str(), st->st_mode & 07777 & ~bits)); !r) return std::unexpected(r.error());
+    st = sys::fstat(fd);
+    if (!st) return std::unexpected(st.error());
+    return std::pair{*st, true};
 }
 
 void set_node_attrs(ChangeRecord& rec, const struct stat& st) noexcept {

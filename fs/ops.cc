@@ -25,6 +25,13 @@ void init(void* userdata, fuse_conn_info* conn) noexcept {
     want(FUSE_CAP_READDIRPLUS);
     want(FUSE_CAP_READDIRPLUS_AUTO);
     want(FUSE_CAP_CACHE_SYMLINKS);
+    // Set-ID bits: FUSE_HANDLE_KILLPRIV (v1, which libfuse asks for by default) would make
+    // the kernel leave clearing them on write to the server without telling it when; v2 is
+    // asked for by the INIT reply patch in fs/request_io.cc and tells the server per
+    // request. Without v2 (older kernels) the kernel clears them itself with a SETATTR.
+    // docs/fs.md, "Set-ID bits on write and truncate".
+    conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
+    ctx.want_killpriv_v2 = true;
     ctx.timeout = ctx.options.timeout;
     // The writeback cache assumes SOURCE changes only through the mount between attr
     // refreshes; it is what makes small writes cheap.
@@ -45,7 +52,8 @@ void init(void* userdata, fuse_conn_info* conn) noexcept {
     conn->max_write = kMaxRequestBytes;
     conn->max_readahead = kReadaheadBytes;
     conn->time_gran = 1;
-    spdlog::debug("init: want=0x{:x} writeback={} timeout={}", conn->want, ctx.writeback, ctx.timeout);
+    spdlog::debug("init: want=0x{:x} writeback={} timeout={} killpriv_v2 offered={}", conn->want, ctx.writeback,
+                  ctx.timeout, ctx.init_unique.load() != 0);
 }
 
 fuse_lowlevel_ops make_ops() noexcept {

@@ -77,15 +77,42 @@ void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse
         if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
             uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : static_cast<uid_t>(-1);
             gid_t gid = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : static_cast<gid_t>(-1);
+            auto before = sys::fstatat(ifd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
             auto r = sys::check(::fchownat(ifd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW));
             if (!r) return finish(r.error());
             if (to_set & FUSE_SET_ATTR_UID) mask |= kAttrUid;
             if (to_set & FUSE_SET_ATTR_GID) mask |= kAttrGid;
+            // SOURCE's chown cleared set-ID bits itself (as natively, for any caller; the
+            // kernel leaves that to us under FUSE_HANDLE_KILLPRIV_V2): record the mode too.
+            auto after = sys::fstatat(ifd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+            if (before && after && before->st_mode != after->st_mode) mask |= kAttrMode;
         }
         if (to_set & FUSE_SET_ATTR_SIZE) {
             auto r = sys::check(ofd >= 0 ? ::ftruncate(ofd, attr->st_size) : ::truncate(proc.c_str(), attr->st_size));
             if (!r) return finish(r.error());
             mask |= kAttrSize;
+        }
+        // Set-ID bits (docs/fs.md, "Set-ID bits on write and truncate"). The kernel strips
+        // ATTR_KILL_SUID/SGID before it sends a SETATTR, so what is left says why it came:
+        // - FATTR_KILL_SUIDGID (libfuse: FUSE_SET_ATTR_KILL_SUID) with a size: a truncate
+        //   by a caller without CAP_FSETID. With a chown it comes for every caller, and
+        //   SOURCE's chown above already cleared what a native chown clears.
+        // - ctime alone (writeback cache): chown(f, -1, -1), which natively clears the
+        //   bits for any caller (root keeps a group-ID bit without group-execute).
+        // - nothing at all: the kernel's file_remove_privs() before a write, fallocate or
+        //   copy_file_range into a set-ID file (without the writeback cache also chown(f,
+        //   -1, -1)). It does not say whether the caller has CAP_FSETID; uid 0 is taken as
+        //   having it.
+        constexpr int kKill = FUSE_SET_ATTR_KILL_SUID | FUSE_SET_ATTR_KILL_SGID;
+        const bool is_root = fuse_req_ctx(req)->uid == 0;
+        const bool truncate_kill = (to_set & FUSE_SET_ATTR_KILL_SUID) && (to_set & FUSE_SET_ATTR_SIZE) &&
+                                   !(to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID));
+        const bool sets_nothing = (to_set & ~kKill) == 0;
+        const bool ctime_only = (to_set & ~kKill) == FUSE_SET_ATTR_CTIME;
+        if (truncate_kill || ctime_only || (sets_nothing && !is_root)) {
+            auto r = clear_setid_bits(req, ifd, ctime_only && is_root);
+            if (!r) return finish(r.error());
+            if (r->second) mask |= kAttrMode;
         }
         if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
             struct timespec tv[2];

@@ -13,6 +13,7 @@
 #include "common/syscalls.h"
 #include "fs/op_helpers.h"
 #include "fs/ops.h"
+#include "fs/request_io.h"
 
 namespace sfs::fs::ops {
 namespace {
@@ -42,7 +43,8 @@ void invalidate_attrs(FsContext& ctx, fuse_ino_t ino) noexcept {
     if (ctx.se) fuse_lowlevel_notify_inval_inode(ctx.se, ino, -1, 0);
 }
 
-void emit_truncate(FsContext& ctx, Inode& node, int fd) {
+// Records what open(O_TRUNC) did; `extra` adds kAttrMode when it also cleared set-ID bits.
+void emit_truncate(FsContext& ctx, Inode& node, int fd, std::uint32_t extra = 0) {
     auto st = sys::fstat(fd);
     if (!st) return;
     auto path = ctx.table.path_of(node);
@@ -50,9 +52,55 @@ void emit_truncate(FsContext& ctx, Inode& node, int fd) {
     ChangeRecord rec;
     rec.kind = ChangeKind::Setattr;
     set_node_attrs(rec, *st);
-    rec.attr_mask = kAttrSize | kAttrMtime;
+    rec.attr_mask = kAttrSize | kAttrMtime | extra;
     rec.path = std::move(*path);
     ctx.sink.on_change(rec);
+}
+
+// An OPEN or CREATE with O_TRUNC whose caller lacks CAP_FSETID (the kernel's kill flag,
+// FUSE_HANDLE_KILLPRIV_V2) clears set-ID bits as a native truncating open does. Returns
+// kAttrMode when the mode changed (for the truncate record), else 0. Caller holds ns_mu.
+std::uint32_t kill_setid_on_trunc(fuse_req_t req, int fd) noexcept {
+    if (!request_kills_suidgid()) return 0;
+    auto r = clear_setid_bits(req, fd);
+    if (!r) {
+        spdlog::warn("open O_TRUNC: cannot clear set-ID bits of {}: {}", sys::fd_path(fd).value_or("?"),
+                     std::strerror(r.error()));
+        return 0;
+    }
+    return r->second ? static_cast<std::uint32_t>(kAttrMode) : 0u;
+}
+
+// A WRITE whose caller lacks CAP_FSETID (kill flag): clear set-ID bits, record the mode,
+// and drop the kernel's cached attributes (a WRITE reply carries none, and the kernel
+// would show the old mode until its attribute timeout). Also the path of a writeback-
+// disabled mount and of O_DIRECT writes.
+void kill_setid_on_write(fuse_req_t req, FsContext& ctx, fuse_ino_t ino, int fd) noexcept {
+    if (!request_kills_suidgid()) return;
+    bool changed = false;
+    try {
+        std::lock_guard lock(ctx.ns_mu);
+        auto r = clear_setid_bits(req, fd);
+        if (!r) {
+            spdlog::warn("write: cannot clear set-ID bits of {}: {}", sys::fd_path(fd).value_or("?"),
+                         std::strerror(r.error()));
+            return;
+        }
+        changed = r->second;
+        if (!changed) return;
+        Inode& node = *ctx.table.get(ino);
+        if (auto path = ctx.table.path_of(node)) {
+            ChangeRecord rec;
+            rec.kind = ChangeKind::Setattr;
+            set_node_attrs(rec, r->first);
+            rec.attr_mask = kAttrMode;
+            rec.path = std::move(*path);
+            ctx.sink.on_change(rec);
+        }
+    } catch (const std::exception& e) {
+        spdlog::error("write: clearing set-ID bits: {}", e.what());
+    }
+    if (changed) invalidate_attrs(ctx, ino);
 }
 
 }  // namespace
@@ -73,7 +121,10 @@ void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
                 ctx.table.end_open(node);
                 return (void)fuse_reply_err(req, fd.error());
             }
-            emit_truncate(ctx, node, fd->get());
+            const std::uint32_t killed = kill_setid_on_trunc(req, fd->get());
+            emit_truncate(ctx, node, fd->get(), killed);
+            // An OPEN reply carries no attributes: the kernel's cached mode is stale.
+            if (killed) invalidate_attrs(ctx, ino);
             set_open_reply(ctx, fi, fd->release(), flags);
         } else {
             auto fd = sys::openat(AT_FDCWD, proc.c_str(), flags);
@@ -106,6 +157,8 @@ void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fu
             fd = sys::openat(pfd->get(), name, flags, 0);
         }
         if (!fd) return (void)fuse_reply_err(req, fd.error());
+        // The CREATE reply's attributes are taken after this, so the kernel sees the mode.
+        const std::uint32_t killed = (!created && (flags & O_TRUNC)) ? kill_setid_on_trunc(req, fd->get()) : 0;
         auto st = sys::fstat(fd->get());
         if (!st) return (void)fuse_reply_err(req, st.error());
         if (created) {
@@ -124,7 +177,7 @@ void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fu
             if (auto path = ctx.table.path_of(**inode)) rec.path = std::move(*path);
             ctx.sink.on_change(rec);
         } else if (flags & O_TRUNC) {
-            emit_truncate(ctx, **inode, fd->get());
+            emit_truncate(ctx, **inode, fd->get(), killed);
         }
         fuse_entry_param e{};
         e.ino = ctx.table.id_of(*inode);
@@ -167,6 +220,7 @@ void write_direct(fuse_req_t req, FsContext& ctx, fuse_ino_t ino, fuse_bufvec* i
     ssize_t res = ::pwrite(fd_of(fi), mem, static_cast<size_t>(n), off);
     if (res < 0) return (void)fuse_reply_err(req, errno);
     if (res > 0) emit_write(ctx, *ctx.table.get(ino), static_cast<std::uint64_t>(off), static_cast<std::uint64_t>(res));
+    kill_setid_on_write(req, ctx, ino, fd_of(fi));
     fuse_reply_write(req, static_cast<size_t>(res));
 }
 }  // namespace
@@ -181,6 +235,7 @@ void write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse_
     ssize_t res = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
     if (res < 0) return (void)fuse_reply_err(req, static_cast<int>(-res));
     if (res > 0) emit_write(ctx, *ctx.table.get(ino), static_cast<std::uint64_t>(off), static_cast<std::uint64_t>(res));
+    kill_setid_on_write(req, ctx, ino, fd_of(fi));
     fuse_reply_write(req, static_cast<size_t>(res));
 }
 

@@ -15,6 +15,7 @@
 #include "common/syscalls.h"
 #include "fs/context.h"
 #include "fs/ops.h"
+#include "fs/request_io.h"
 
 namespace sfs::fs {
 namespace {
@@ -106,6 +107,8 @@ Result<void> Session::mount() {
         return fail(mountpoint_ + ": cannot mount (see the message above)");
     }
     mounted_ = true;
+    // Before the loop reads INIT: the reader notes what libfuse 3.14 does not pass on.
+    if (auto r = install_request_io(se_); !r) return std::unexpected(r.error());
     raise_readahead(mountpoint_);
     std::lock_guard lock(notify_mu_);
     can_notify_ = true;

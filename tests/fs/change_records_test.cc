@@ -3,6 +3,7 @@
 // one test checks what the writeback cache turns them into.
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -130,6 +131,43 @@ TEST_F(ChangeRecords, OpenWithTruncIsASizeChange) {
     EXPECT_EQ(records[0].kind, ChangeKind::Setattr);
     EXPECT_TRUE(records[0].attr_mask & kAttrSize);
     EXPECT_EQ(records[0].size, 0u);
+}
+
+// A write by a caller without CAP_FSETID cleared S_ISUID on SOURCE: the mirror must see
+// that mode change too (FUSE_HANDLE_KILLPRIV_V2: the daemon clears it, not the kernel).
+TEST(ChangeRecordsSetId, UnprivilegedWriteRecordsTheClearedMode) {
+    for (const char* writeback : {"writeback", "no_writeback"}) {
+        SCOPED_TRACE(writeback);
+        InProcessMount m({"allow_other", writeback});
+        m.start();
+        EXPECT_TRUE(m.context().killpriv_v2.load()) << "kernel did not accept FUSE_HANDLE_KILLPRIV_V2";
+        write_file(m.at("f"), "0123456789", 0666);
+        ASSERT_EQ(::chmod(m.at("f").c_str(), 04666), 0);
+        m.sink().take();
+        pid_t pid = ::fork();
+        ASSERT_GE(pid, 0);
+        if (pid == 0) {
+            if (::setresgid(2000, 2000, 2000) != 0 || ::setresuid(2000, 2000, 2000) != 0) ::_exit(2);
+            int fd = ::open(m.at("f").c_str(), O_WRONLY);
+            if (fd < 0 || ::pwrite(fd, "ab", 2, 0) != 2 || ::close(fd) != 0) ::_exit(3);
+            ::_exit(0);
+        }
+        int status = 0;
+        ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+        ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+        struct stat st;
+        ASSERT_EQ(::stat(m.src("f").c_str(), &st), 0);
+        EXPECT_EQ(st.st_mode & 07777, 0666u);
+        bool mode_recorded = false;
+        for (const auto& r : m.sink().take()) {
+            if (r.kind == ChangeKind::Setattr && (r.attr_mask & kAttrMode)) {
+                EXPECT_EQ(r.path, "f");
+                EXPECT_EQ(r.mode & 07777, 0666u);
+                mode_recorded = true;
+            }
+        }
+        EXPECT_TRUE(mode_recorded);
+    }
 }
 
 TEST_F(ChangeRecords, RenameOverExistingFile) {
