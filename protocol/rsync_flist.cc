@@ -137,7 +137,7 @@ Result<std::optional<FileEntry>> FlistDecoder::decode(WireReader& in) {
         mode_ = static_cast<std::uint32_t>(*v);
         std::uint32_t m = mode_;
         if (!S_ISREG(m) && !S_ISDIR(m) && !S_ISLNK(m) && !S_ISCHR(m) && !S_ISBLK(m) &&
-            !S_ISFIFO(m) && !S_ISSOCK(m))
+            !S_ISFIFO(m) && !S_ISSOCK(m) && !(m == 0 && opt_.allow_missing))
             return fail("protocol error: invalid file mode 0" + std::to_string(m) + " for " + e.name);
     }
     e.mode = mode_;

@@ -46,6 +46,9 @@ struct FlistOptions {
     bool preserve_hard_links = false;
     bool always_checksum = false;
     bool preserve_atimes = false;  // -U: a varlong access time after the mode (non-dirs)
+    // --delete-missing-args: a named source that does not exist arrives with mode 0 (the
+    // receiver deletes that name); otherwise mode 0 is a protocol error.
+    bool allow_missing = false;
 };
 
 struct FileEntry {

@@ -116,6 +116,46 @@ Result<void> SpanReader::read_exact(void* buf, std::size_t n) {
     return {};
 }
 
+Result<void> MuxReader::read_exact(void* buf, std::size_t n) {
+    if (raw_) return in_.read_exact(buf, n);
+    auto* out = static_cast<char*>(buf);
+    while (n > 0) {
+        if (remaining_ == 0) {
+            auto hdr = in_.read_i32();
+            if (!hdr) return std::unexpected(hdr.error());
+            const auto h = static_cast<std::uint32_t>(*hdr);
+            const int tag = static_cast<int>(h >> 24) - 7;
+            const std::size_t len = h & 0xFFFFFF;
+            if (tag < 0) return fail("protocol error: unexpected tag " + std::to_string(tag) + " in the client's stream");
+            if (tag == static_cast<int>(MsgTag::data)) {
+                remaining_ = len;
+                continue;
+            }
+            if (tag == static_cast<int>(MsgTag::success)) {
+                if (len != 4) return fail("protocol error: MSG_SUCCESS of " + std::to_string(len) + " bytes");
+                auto ndx = in_.read_i32();
+                if (!ndx) return std::unexpected(ndx.error());
+                if (on_success) on_success(*ndx);
+                continue;
+            }
+            constexpr int kNoop = 42;   // MSG_NOOP: keep-alive, no payload
+            if (tag == kNoop && len == 0) continue;
+            if (tag > static_cast<int>(MsgTag::warning))
+                return fail("protocol error: unexpected message tag " + std::to_string(tag) + " from the client");
+            auto text = in_.read_bytes(static_cast<std::int64_t>(len), 64 * 1024, "client message");
+            if (!text) return std::unexpected(text.error());
+            if (on_message) on_message(tag, *text);
+            continue;
+        }
+        std::size_t take = std::min(n, remaining_);
+        if (auto r = in_.read_exact(out, take); !r) return r;
+        out += take;
+        n -= take;
+        remaining_ -= take;
+    }
+    return {};
+}
+
 Result<void> FdReader::read_exact(void* buf, std::size_t n) {
     auto* out = static_cast<char*>(buf);
     while (n > 0) {

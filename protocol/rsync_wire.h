@@ -23,7 +23,9 @@ namespace sfs::protocol {
 
 // Multiplex tags (rsync.h enum msgcode) and the header base.
 inline constexpr int kMplexBase = 7;
-enum class MsgTag : int { data = 0, error_xfer = 1, info = 2, error = 3, warning = 4 };
+// MSG_SUCCESS (100) carries an int32 file index: the receiver's side has the file (the
+// sender's --remove-source-files removes it then).
+enum class MsgTag : int { data = 0, error_xfer = 1, info = 2, error = 3, warning = 4, success = 100 };
 
 // Appends encodings to a byte string (used to build frames and in tests).
 void put_u8(std::string& out, std::uint8_t v);
@@ -80,6 +82,26 @@ private:
     std::string buf_;
     std::size_t pos_ = 0;
     std::uint64_t total_ = 0;
+};
+
+// The multiplexed client->server stream (io.c read_a_msg): what a client sends when it
+// needs to message the server (the client's --remove-source-files, "need messages from
+// generator"). MSG_DATA payloads are the byte stream; MSG_SUCCESS (4 bytes) goes to
+// `on_success`, info/error texts (at most 64 KiB) to `on_message`, MSG_NOOP is skipped, any
+// other tag is a protocol error. `set_raw(true)` reads the underlying stream unframed
+// (protocol < 31 sends --files-from names that way).
+class MuxReader final : public WireReader {
+public:
+    explicit MuxReader(WireReader& in) : in_(in) {}
+    Result<void> read_exact(void* buf, std::size_t n) override;
+    void set_raw(bool raw) { raw_ = raw; }
+    std::function<void(std::int32_t)> on_success;
+    std::function<void(int tag, const std::string&)> on_message;
+
+private:
+    WireReader& in_;
+    std::size_t remaining_ = 0;   // data bytes left in the current MSG_DATA frame
+    bool raw_ = false;
 };
 
 class WireWriter {

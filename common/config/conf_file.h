@@ -23,12 +23,17 @@ struct Entry {
     std::string norm_key;   // normalized: lower case, no spaces/underscores
     std::string value;      // trimmed; continuation lines joined
     int line = 0;           // 1-based line of the `key = value` start
+    std::string source;     // the file it came from when not the main file (&include/&merge)
 };
 
 struct Section {
     std::string name;  // empty for the global section
     int line = 0;      // line of the `[name]` header (0 for global)
     std::vector<Entry> entries;
+    // For a section from an `&include`d file: that file's own global lines, which are
+    // defaults for its sections only (rsync pushes and pops the globals around it).
+    std::vector<Entry> inherited;
+    std::string source;  // the file of the `[name]` header when not the main file
 };
 
 struct File {
@@ -40,7 +45,11 @@ struct File {
 // Normalizes an option name: lower case, spaces, tabs and underscores dropped.
 std::string normalize_key(std::string_view key);
 
-// Parses `text`; `path` only names the file in messages.
+// Parses `text`; `path` names the file in messages and anchors relative `&include` /
+// `&merge` paths. The directives (rsyncd.conf(5)) take a file or a directory (then its
+// `*.conf` resp. `*.inc` files in name order): `&merge` inserts the file's lines in place,
+// `&include` adds the file's sections with its global lines as their private defaults and
+// returns the including file to its global section. Nesting is limited to 16 levels.
 Result<File> parse(std::string_view text, const std::string& path);
 
 // Reads and parses `path`. Files larger than 16 MiB are refused.

@@ -20,6 +20,18 @@ Result<std::vector<std::string>> read_args(LineChannel& ch, int protocol) {
         args.push_back(std::move(*a));
     }
     if (args.empty() || args.front() != "--server") return fail("argument list does not start with --server");
+    // The client escapes option values with backslashes for a shell (options.c safe_arg:
+    // "--usermap=\\*:1"), and no shell removes them on the way to a daemon, so the daemon
+    // does (io.c read_args unbackslash_arg); the paths after "." are the transfer's.
+    for (auto& a : args) {
+        if (a == ".") break;
+        std::string u;
+        for (std::size_t i = 0; i < a.size(); ++i) {
+            if (a[i] == '\\' && i + 1 < a.size()) ++i;
+            u.push_back(a[i]);
+        }
+        a = std::move(u);
+    }
     return args;
 }
 

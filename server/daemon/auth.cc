@@ -4,8 +4,13 @@
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <grp.h>
+#include <algorithm>
+#include <cctype>
+
 #include <md4.h>
 #include <md5.h>
+#include <sha1.h>
+#include <sha2.h>
 #include <pwd.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -114,11 +119,38 @@ bool same(std::string_view a, std::string_view b) {
 Result<AuthDigest> choose_auth_digest(const std::optional<std::string>& client_list, int protocol) {
     if (!client_list) return protocol >= 30 ? AuthDigest::md5 : AuthDigest::md4_old;
     auto names = tokens(*client_list);
-    for (auto want : {"md5", "md4"})
+    for (AuthDigest d : {AuthDigest::sha512, AuthDigest::sha256, AuthDigest::sha1, AuthDigest::md5, AuthDigest::md4})
         for (const auto& n : names)
-            if (n == want) return std::string_view(want) == "md5" ? AuthDigest::md5 : AuthDigest::md4;
+            if (n == auth_digest_name(d)) return d;
     return fail("your client does not support one of our daemon-auth checksums: " + std::string(kAuthDigestList));
 }
+
+std::string_view auth_digest_name(AuthDigest d) {
+    switch (d) {
+    case AuthDigest::sha512: return "sha512";
+    case AuthDigest::sha256: return "sha256";
+    case AuthDigest::sha1: return "sha1";
+    case AuthDigest::md5: return "md5";
+    case AuthDigest::md4:
+    case AuthDigest::md4_old: return "md4";
+    }
+    return "md4";
+}
+
+int auth_digest_rank(std::string_view name) {
+    int rank = 0;
+    for (const auto& n : tokens(kAuthDigestList)) {
+        if (n.size() == name.size() &&
+            std::equal(n.begin(), n.end(), name.begin(), [](char a, char b) {
+                return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+            }))
+            return rank;
+        ++rank;
+    }
+    return -1;
+}
+
+int auth_digest_rank(AuthDigest d) { return auth_digest_rank(auth_digest_name(d)); }
 
 std::string base64_nopad(std::string_view bytes) {
     static constexpr char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -153,6 +185,28 @@ Result<std::string> make_challenge() {
 }
 
 std::string auth_response(AuthDigest digest, std::string_view password, std::string_view challenge) {
+    auto pw = reinterpret_cast<const unsigned char*>(password.data());
+    auto ch = reinterpret_cast<const unsigned char*>(challenge.data());
+    if (digest == AuthDigest::sha256 || digest == AuthDigest::sha512) {
+        unsigned char out[SHA512_DIGEST_LENGTH];
+        SHA2_CTX c;
+        const bool big = digest == AuthDigest::sha512;
+        if (big) SHA512Init(&c); else SHA256Init(&c);
+        if (big) SHA512Update(&c, pw, password.size()); else SHA256Update(&c, pw, password.size());
+        if (big) SHA512Update(&c, ch, challenge.size()); else SHA256Update(&c, ch, challenge.size());
+        if (big) SHA512Final(out, &c); else SHA256Final(out, &c);
+        return base64_nopad(std::string_view(reinterpret_cast<const char*>(out),
+                                             big ? SHA512_DIGEST_LENGTH : SHA256_DIGEST_LENGTH));
+    }
+    if (digest == AuthDigest::sha1) {
+        unsigned char out[SHA1_DIGEST_LENGTH];
+        SHA1_CTX c;
+        SHA1Init(&c);
+        SHA1Update(&c, pw, password.size());
+        SHA1Update(&c, ch, challenge.size());
+        SHA1Final(out, &c);
+        return base64_nopad(std::string_view(reinterpret_cast<const char*>(out), sizeof out));
+    }
     unsigned char out[16];
     if (digest == AuthDigest::md5) {
         MD5_CTX c;

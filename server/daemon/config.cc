@@ -40,6 +40,13 @@ const ModuleConfig* DaemonConfig::find(std::string_view name) const {
 namespace {
 
 std::string at(const config::File& f, int line) { return f.path + ":" + std::to_string(line) + ": "; }
+// An entry or section may come from an &include'd / &merge'd file.
+std::string at(const config::File& f, const config::Entry& e) {
+    return (e.source.empty() ? f.path : e.source) + ":" + std::to_string(e.line) + ": ";
+}
+std::string at(const config::File& f, const config::Section& s) {
+    return (s.source.empty() ? f.path : s.source) + ":" + std::to_string(s.line) + ": ";
+}
 
 Result<void> validate(const config::File& f, const config::Entry& e, P p) {
     const ParamInfo& pi = info(p);
@@ -47,17 +54,17 @@ Result<void> validate(const config::File& f, const config::Entry& e, P p) {
     case ParamType::boolean:
     case ParamType::tristate:
         if (auto b = config::parse_bool(e.value); !b)
-            return fail(at(f, e.line) + "'" + e.key + "': " + b.error().message);
+            return fail(at(f, e) + "'" + e.key + "': " + b.error().message);
         break;
     case ParamType::integer: {
         long long max = p == P::port ? 65535 : std::numeric_limits<int>::max();
         if (auto n = config::parse_int(e.value, 0, max); !n)
-            return fail(at(f, e.line) + "'" + e.key + "': " + n.error().message);
+            return fail(at(f, e) + "'" + e.key + "': " + n.error().message);
         break;
     }
     case ParamType::path:
         if (!e.value.empty() && e.value.front() != '/')
-            return fail(at(f, e.line) + "'" + e.key + "' must be an absolute path, got '" + e.value + "'");
+            return fail(at(f, e) + "'" + e.key + "' must be an absolute path, got '" + e.value + "'");
         break;
     case ParamType::string:
         break;
@@ -68,15 +75,17 @@ Result<void> validate(const config::File& f, const config::Entry& e, P p) {
 // Applies one section's entries to `into`. In the global section every option is accepted
 // (module options become defaults); in a module section global options only warn.
 Result<void> apply(const config::File& f, const config::Section& s, bool is_global, ParamSet& into,
-                   std::vector<std::string>& warnings) {
-    for (const auto& e : s.entries) {
+                   std::vector<std::string>& warnings, bool inherited = false) {
+    for (const auto& e : inherited ? s.inherited : s.entries) {
         auto p = find_param(e.norm_key);
         if (!p) {
-            warnings.push_back(at(f, e.line) + "unknown option '" + e.key + "' ignored");
+            warnings.push_back(at(f, e) + "unknown option '" + e.key + "' ignored");
             continue;
         }
         if (!is_global && info(*p).scope == Scope::global) {
-            warnings.push_back(at(f, e.line) + "global option '" + e.key + "' ignored in module [" +
+            // An &include'd file's global options are popped after it (rsync): no effect.
+            if (inherited) continue;
+            warnings.push_back(at(f, e) + "global option '" + e.key + "' ignored in module [" +
                                s.name + "]");
             continue;
         }
@@ -99,7 +108,7 @@ Result<DaemonConfig> build_config(const config::File& file, std::vector<std::str
         for (auto& existing : cfg.modules)
             if (existing.name == s.name) m = &existing;
         if (m) {
-            warnings.push_back(at(file, s.line) + "module [" + s.name + "] repeated; options merged");
+            warnings.push_back(at(file, s) + "module [" + s.name + "] repeated; options merged");
         } else {
             cfg.modules.push_back(ModuleConfig{s.name, s.line, {}});
             m = &cfg.modules.back();
@@ -110,6 +119,8 @@ Result<DaemonConfig> build_config(const config::File& file, std::vector<std::str
                     m->params.set(p, *cfg.global.raw(p));
             }
         }
+        if (auto ok = apply(file, s, false, m->params, warnings, true); !ok)
+            return std::unexpected(ok.error());
         if (auto ok = apply(file, s, false, m->params, warnings); !ok)
             return std::unexpected(ok.error());
     }

@@ -26,6 +26,8 @@
 #include "server/daemon/module_filter.h"
 #include "server/daemon/privileges.h"
 #include "server/daemon/refusal.h"
+#include "server/daemon/var_expand.h"
+#include "server/daemon/xfer_exec.h"
 #include "server/native/session.h"
 #include "server/native/stream_state.h"
 #include "server/rsync/session.h"
@@ -37,6 +39,7 @@ namespace {
 constexpr int kMinProtocol = 27;
 constexpr std::size_t kMaxLine = 4096;
 constexpr std::size_t kMaxMotd = 64 * 1024;
+constexpr long kMaxEarlyInput = 5120;   // rsync BIGPATHBUFLEN
 
 struct ClientGreeting {
     int version = 0;
@@ -133,6 +136,20 @@ private:
 
         auto mod = ch_.read_line(kMaxLine);
         if (!mod) return fail_quietly("no module line: " + mod.error().message);
+        // --early-input: "#early_input=N", N bytes for the module's `early exec`, then the
+        // module line (rsync clientserver.c; N at most BIGPATHBUFLEN).
+        if (mod->starts_with("#early_input=")) {
+            long n = 0;
+            std::string_view v = std::string_view(*mod).substr(13);
+            auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+            if (ec != std::errc() || ptr != v.data() + v.size() || n <= 0 || n > kMaxEarlyInput)
+                return refuse("invalid early_input length", "bad early_input line '" + printable(*mod, 80) + "'");
+            auto data = ch_.read_bytes(static_cast<std::size_t>(n));
+            if (!data) return fail_quietly("no early input: " + data.error().message);
+            early_input_ = std::move(*data);
+            mod = ch_.read_line(kMaxLine);
+            if (!mod) return fail_quietly("no module line: " + mod.error().message);
+        }
         if (mod->empty() || *mod == "#list") return send_listing();
         if (mod->front() == '#') return refuse("Unknown command '" + printable(*mod) + "'", "unknown command");
         const ModuleConfig* m = cfg_.find(*mod);
@@ -222,13 +239,83 @@ private:
             user_read_only = auth->read_only;
         }
 
+        // %VAR% references (rsync expand_vars): the hook environment as rsync sets it up
+        // by now, and `path` expanded from it (verbatim, no shell quoting).
+        hook_env_ = process_environment();
+        hook_env_["RSYNC_MODULE_NAME"] = m.name;
+        hook_env_["RSYNC_HOST_NAME"] = peer_.display_name();
+        hook_env_["RSYNC_HOST_ADDR"] = peer_.address;
+        hook_env_["RSYNC_USER_NAME"] = report_.user;
+        hook_env_["RSYNC_PID"] = std::to_string(::getpid());
+        ModuleConfig expanded = m;
+        if (auto raw_path = p.str(P::path); raw_path.find('%') != std::string::npos) {
+            auto x = expand_vars(raw_path, hook_env_, false);
+            if (!x || x->empty() || x->front() != '/') {
+                refuse("chdir failed", "module path '" + raw_path + "' does not expand to an absolute path");
+                return std::nullopt;
+            }
+            expanded.params.set(P::path, *x);
+        }
+        {
+            std::string full = expanded.params.str(P::path);
+            for (std::size_t at; (at = full.find("/./")) != std::string::npos;) full.erase(at, 2);
+            hook_env_["RSYNC_MODULE_PATH"] = full;
+        }
         if (before_enter && !before_enter()) return std::nullopt;
-        auto env = enter_module(m);
+        auto env = enter_module(expanded);
         if (!env) {
             refuse(env.error().client, env.error().log);
             return std::nullopt;
         }
         return Admitted{user_read_only, std::move(*env)};
+    }
+
+    // `pre-xfer exec` / `post-xfer exec` (xfer_exec.h): expanded for the shell, then the
+    // post-xfer waiter and the pre-xfer child are forked here, before the module is entered,
+    // so both run as the daemon's user outside any chroot. False: the client was refused.
+    bool start_hooks(const ModuleConfig& m) {
+        const ParamSet& p = m.params;
+        std::string pre = p.str(P::pre_xfer_exec), post = p.str(P::post_xfer_exec), early = p.str(P::early_exec);
+        if ((pre.empty() && post.empty() && early.empty()) || hook_env_.contains("RSYNC_NO_XFER_EXEC")) return true;
+        for (std::string* cmd : {&pre, &post, &early}) {
+            if (cmd->empty()) continue;
+            auto x = expand_vars(*cmd, hook_env_, true);
+            if (!x) {
+                spdlog::error("module {}: {}", m.name, x.error().message);
+                refuse("module " + m.name + " refused to run its transfer hook", x.error().message);
+                return false;
+            }
+            *cmd = std::move(*x);
+        }
+        if (!post.empty()) {
+            if (auto f = fork_post_xfer_exec(post, hook_env_, {in_fd_, out_fd_}); !f) {
+                refuse("fork failed", f.error().message);
+                return false;
+            }
+        }
+        if (!early.empty()) {
+            // `early exec`: request "(NONE)", no arguments, the --early-input bytes on stdin;
+            // a failure refuses the client before the module is entered.
+            auto started = PreXferExec::start(early, hook_env_, {in_fd_, out_fd_});
+            if (!started) {
+                refuse("early exec preparation failed", started.error().message);
+                return false;
+            }
+            if (auto err = started->finish("(NONE)", {}, early_input_, false)) {
+                spdlog::warn("module {}: early exec failed: {}", m.name, printable(*err, 1024));
+                refuse("early exec failed", *err);
+                return false;
+            }
+        }
+        if (!pre.empty()) {
+            auto started = PreXferExec::start(pre, hook_env_, {in_fd_, out_fd_});
+            if (!started) {
+                refuse("pre-xfer exec preparation failed", started.error().message);
+                return false;
+            }
+            pre_xfer_.emplace(std::move(*started));
+        }
+        return true;
     }
 
     void serve_module(const ModuleConfig& m) {
@@ -247,7 +334,7 @@ private:
                 }
                 *lines = std::move(*l);
             }
-            return true;
+            return start_hooks(m);
         });
         if (!admitted) return;
         const std::optional<bool> user_read_only = admitted->user_read_only;
@@ -265,6 +352,27 @@ private:
         }
         const bool pull = is_pull(*args);
         report_.request = pull ? "pull" : "push";
+        if (pre_xfer_) {
+            // RSYNC_REQUEST: the client's path arguments (after "."), space-separated, as
+            // rsync's read_args() collects them (it stops adding at 1024 bytes).
+            std::string request;
+            bool after_dot = false;
+            for (const auto& a : *args) {
+                if (after_dot && request.size() < 1024) request += (request.empty() ? "" : " ") + a;
+                if (a == ".") after_dot = true;
+            }
+            auto err = pre_xfer_->finish(request, *args);
+            pre_xfer_.reset();
+            if (err) {
+                std::string text = *err;
+                while (!text.empty() && text.back() == '\n') text.pop_back();
+                spdlog::warn("module {}: {}", m.name, printable(text, 1024));
+                auto told = refuse_transfer(in_fd_, out_fd_, protocol_, text);
+                ok_ = false;
+                result_ = "refused: pre-xfer exec failed" + (told ? "" : " (" + told.error().message + ")");
+                return;
+            }
+        }
 
         ModuleAccess access;
         access.name = m.name;
@@ -396,6 +504,21 @@ private:
             refuse(digest.error().message, "no common auth digest");
             return std::nullopt;
         }
+        // `auth digest = NAME`: the weakest digest the module accepts (rsync 3.5); a name
+        // we do not know refuses everyone rather than silently allowing md4.
+        if (std::string floor = p.str(P::auth_digest); !floor.empty()) {
+            const int want = auth_digest_rank(floor), got = auth_digest_rank(*digest);
+            std::string why;
+            if (want < 0) why = "the configured 'auth digest = " + floor + "' is not a supported digest";
+            else if (got > want)
+                why = "negotiated auth digest " + std::string(auth_digest_name(*digest)) +
+                      " is weaker than the required 'auth digest = " + floor + "'";
+            if (!why.empty()) {
+                spdlog::warn("auth failed on module {} from {} ({}): {}", m.name, peer_.display_name(), peer_.address, why);
+                refuse("auth failed on module " + m.name, "auth failed: " + why);
+                return std::nullopt;
+            }
+        }
         auto challenge = make_challenge();
         if (!challenge) {
             refuse("auth failed on module " + m.name, challenge.error().message);
@@ -474,6 +597,9 @@ private:
     int protocol_ = 0;
     std::optional<std::string> digest_list_;
     UniqueFd slot_;  // holds the max-connections lock until the connection ends
+    HookEnv hook_env_;                       // %VAR% values and the hooks' environment
+    std::optional<PreXferExec> pre_xfer_;    // the waiting pre-xfer exec child
+    std::string early_input_;                // the client's --early-input bytes
     ConnectionReport report_;
     bool ok_ = false;
     std::string result_;

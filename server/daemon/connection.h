@@ -1,7 +1,7 @@
 // One client connection, from the greeting to the end of the transfer (rsync
 // clientserver.c start_daemon() + rsync_module()).
 //
-// Design note. The server speaks first: `@RSYNCD: <ver>.0 md5 md4`. The client's FIRST
+// Design note. The server speaks first: `@RSYNCD: <ver>.0 sha512 sha256 sha1 md5 md4`. The client's FIRST
 // line then decides which protocol this connection is:
 //   `@RSYNCD: ...`  a stock rsync client: version negotiation, motd, module line, access
 //                   checks, auth, module entry (chroot/uid/gid), argument list, then

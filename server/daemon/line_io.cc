@@ -44,6 +44,23 @@ Result<std::string> LineChannel::read_line(std::size_t max_len, char terminator)
     return line;
 }
 
+Result<std::string> LineChannel::read_bytes(std::size_t n) {
+    std::string out(n, '\0');
+    std::size_t got = 0;
+    while (got < n) {
+        if (auto ok = wait_readable(); !ok) return std::unexpected(ok.error());
+        ssize_t r = ::read(in_, out.data() + got, n - got);
+        if (r < 0) {
+            if (errno == EINTR || errno == EAGAIN) continue;
+            return fail(std::string("read: ") + std::strerror(errno), errno);
+        }
+        if (r == 0) return fail("connection closed by the client");
+        got += static_cast<std::size_t>(r);
+        bytes_in_ += static_cast<std::uint64_t>(r);
+    }
+    return out;
+}
+
 Result<void> LineChannel::write(std::string_view text) {
     while (!text.empty()) {
         ssize_t n = ::write(out_, text.data(), text.size());

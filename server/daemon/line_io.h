@@ -24,6 +24,8 @@ public:
     // Reads up to `terminator` (not included; a trailing '\r' before '\n' is dropped).
     // Fails on EOF, timeout, a NUL inside a '\n' line, or more than `max_len` bytes.
     Result<std::string> read_line(std::size_t max_len, char terminator = '\n');
+    // Reads exactly `n` raw bytes (the client's --early-input), same deadline.
+    Result<std::string> read_bytes(std::size_t n);
     Result<void> write(std::string_view text);
 
     void set_deadline(std::chrono::steady_clock::time_point d) { deadline_ = d; }

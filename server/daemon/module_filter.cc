@@ -25,10 +25,15 @@ std::vector<std::string> words(const std::string& s) {
     return out;
 }
 
+// rsyncd's XFLG_ABS_IF_SLASH | XFLG_DIR2WILD3: a pattern with an inner '/' is anchored at
+// the module root, and "dir/" becomes "dir/***" (the directory and everything below it, so
+// a push straight to dir/name is refused too; a bare "dir" protects that name only).
 std::string anchored(std::string pat) {
+    if (pat.empty()) return pat;
     std::string body = pat;
     while (!body.empty() && body.back() == '/') body.pop_back();
     if (body.find('/') != std::string::npos && pat.front() != '/') pat.insert(0, "/");
+    if (pat.size() > 1 && pat.back() == '/') pat += "***";
     return pat;
 }
 
@@ -64,8 +69,8 @@ std::vector<std::string> module_filter_rules(const std::string& filter, const st
     auto add_lines = [&](const std::vector<std::string>& lines, char kind) {
         for (const auto& l : lines) {
             if (l == "!") rules.emplace_back("!");
-            else if (l.starts_with("- ") || l.starts_with("+ ")) rules.push_back(l);
-            else rules.push_back(std::string(1, kind) + " " + l);
+            else if (l.starts_with("- ") || l.starts_with("+ ")) rules.push_back(l.substr(0, 2) + anchored(l.substr(2)));
+            else rules.push_back(std::string(1, kind) + " " + anchored(l));
         }
     };
     add_words(rules, filter, 0, "filter", warnings);

@@ -49,6 +49,10 @@ const std::array<ParamInfo, kParamCount> kParams = {{
     {"outgoing chmod", module, string, std::nullopt, "--chmod rules applied to the modes of sent files"},
     {"include from", module, path, std::nullopt, "file of include patterns applied by the daemon, one per line"},
     {"exclude from", module, path, std::nullopt, "file of exclude patterns applied by the daemon, one per line"},
+    {"pre-xfer exec", module, string, std::nullopt, "shell command run before a transfer; non-zero refuses it"},
+    {"post-xfer exec", module, string, std::nullopt, "shell command run after a transfer (RSYNC_EXIT_STATUS)"},
+    {"early exec", module, string, std::nullopt, "shell command run before the module is entered, fed --early-input"},
+    {"auth digest", module, string, std::nullopt, "weakest auth digest accepted (sha512 sha256 sha1 md5 md4)"},
 }};
 
 std::optional<P> find_param(std::string_view norm_key) {

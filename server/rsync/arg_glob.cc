@@ -39,7 +39,7 @@ std::vector<std::string> match_component(const ModuleRoot& root, const std::stri
 }  // namespace
 
 std::vector<std::string> expand_arg_glob(const ModuleRoot& root, const std::string& pattern) {
-    if (!has_wildcards(pattern)) return {pattern};
+    if (!has_wildcards(pattern)) return {unbackslash(pattern)};
     std::string body = pattern;
     const bool trailing = !body.empty() && body.back() == '/';
     while (!body.empty() && body.back() == '/') body.pop_back();
@@ -57,7 +57,7 @@ std::vector<std::string> expand_arg_glob(const ModuleRoot& root, const std::stri
         const bool last = c + 1 == comps.size();
         for (const auto& dir : current) {
             if (!has_wildcards(comps[c])) {
-                std::string p = dir.empty() ? comps[c] : dir + "/" + comps[c];
+                std::string p = dir.empty() ? unbackslash(comps[c]) : dir + "/" + unbackslash(comps[c]);
                 // Intermediate literal components must exist (as glob(3)); the last one
                 // need not be checked here: the sender reports a missing name itself.
                 if (last || root.lstat(p)) next.push_back(std::move(p));

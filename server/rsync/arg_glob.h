@@ -10,11 +10,24 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "server/rsync/beneath.h"
 
 namespace sfs::server::rsync {
+
+// A path argument as the client escaped it for a shell (options.c safe_arg: "a\\ b"),
+// backslashes removed (a backslash before the last byte is kept).
+inline std::string unbackslash(std::string_view s) {
+    std::string out;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '\\' && i + 1 < s.size()) ++i;
+        out.push_back(s[i]);
+    }
+    return out;
+}
+
 
 inline constexpr std::size_t kMaxGlobResults = 100000;
 

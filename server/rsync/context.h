@@ -24,7 +24,11 @@ struct Context {
     const ModuleAccess* module = nullptr;
     ModuleRoot root;
     int in_fd = -1;
-    protocol::FdReader* in = nullptr;
+    protocol::WireReader* in = nullptr;   // what the roles read (raw_in, or mux over it)
+    protocol::FdReader* raw_in = nullptr;
+    // Set when the client multiplexes its stream (a pull with --remove-source-files): the
+    // sender hooks its MSG_SUCCESS handler here.
+    protocol::MuxReader* mux = nullptr;
     protocol::MuxWriter* out = nullptr;
     protocol::FlistOptions flist;
     FilterList filters;          // the client's exclude list (transfer-root relative)

@@ -79,9 +79,22 @@ void Push::delete_pass() {
     std::set<std::string> names;
     for (const auto& e : list)
         if (e.active) names.insert(e.name);
+    // -R: the parent directories a name brings along (implied dirs) had no contents sent;
+    // only the transfer roots and what lies below them are content dirs (flist.c
+    // recv_file_entry in_del_hier, protocol < 30).
+    std::vector<std::string> roots;
+    if (o().relative)
+        for (const auto& e : list)
+            if (e.active && S_ISDIR(e.mode) && e.top_dir) roots.push_back(e.name);
+    auto content_dir = [&](const std::string& name) {
+        for (const auto& r : roots)
+            if (r == "." || name == r || name.starts_with(r + "/")) return true;
+        return false;
+    };
     for (const auto& e : list) {
         if (!e.active || !S_ISDIR(e.mode)) continue;
         if (!o().recurse && !e.top_dir) continue;
+        if (o().relative && !content_dir(e.name)) continue;
         std::string local = join_path(dest, e.name);
         const bool via_link = dest_via_link && e.name == ".";   // followed, still beneath the root
         auto fd = ctx.root.open_beneath(local, O_RDONLY | O_DIRECTORY | (via_link ? 0 : O_NOFOLLOW));
@@ -112,7 +125,12 @@ void Push::delete_pass() {
                 break;
             }
             ++deletions;
-            if (o().verbose) ctx.info("deleting " + wire + (is_dir ? "/" : ""));
+            // -i (the client sent --log-format=%i): below protocol 29 there is no
+            // MSG_DELETED, so the itemized line is formatted here, as the client shows it.
+            if (o().log_format.find("%i") != std::string::npos)
+                ctx.info("*deleting   " + wire + (is_dir ? "/" : ""));
+            else if (o().verbose)
+                ctx.info("deleting " + wire + (is_dir ? "/" : ""));
             if (!o().dry_run) remove_tree(dirfd(d), n, join_path(dest, wire));
         }
         closedir(d);

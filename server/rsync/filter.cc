@@ -28,6 +28,7 @@ void FilterList::add(std::string_view r) {
     else if (r == "!") { rules_.clear(); return; }
     if (r.empty()) return;
     if (r.front() == '/') { rule.anchored = true; r.remove_prefix(1); }
+    if (r.size() > 4 && r.ends_with("/***")) { rule.subtree = true; r.remove_suffix(4); }
     if (!r.empty() && r.back() == '/') { rule.dir_only = true; r.remove_suffix(1); }
     rule.pattern = std::string(r);
     rule.has_slash = rule.pattern.find('/') != std::string::npos;
@@ -35,26 +36,35 @@ void FilterList::add(std::string_view r) {
     rules_.push_back(std::move(rule));
 }
 
+bool FilterList::matches(const Rule& r, const std::string& path, bool is_dir) {
+    if (r.dir_only && !is_dir) return false;
+    int flags = r.double_star ? 0 : FNM_PATHNAME;
+    if (r.anchored) return fnmatch(r.pattern.c_str(), path.c_str(), flags) == 0;
+    if (!r.has_slash) {
+        auto slash = path.rfind('/');
+        std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+        return fnmatch(r.pattern.c_str(), base.c_str(), flags) == 0;
+    }
+    // Match the whole path or any tail starting after a '/'.
+    std::size_t pos = 0;
+    for (;;) {
+        if (fnmatch(r.pattern.c_str(), path.c_str() + pos, flags) == 0) return true;
+        auto next = path.find('/', pos);
+        if (next == std::string::npos) return false;
+        pos = next + 1;
+    }
+}
+
 bool FilterList::excluded(const std::string& path, bool is_dir) const {
     for (const Rule& r : rules_) {
-        if (r.dir_only && !is_dir) continue;
-        int flags = r.double_star ? 0 : FNM_PATHNAME;
         bool hit = false;
-        if (r.anchored) {
-            hit = fnmatch(r.pattern.c_str(), path.c_str(), flags) == 0;
-        } else if (!r.has_slash) {
-            auto slash = path.rfind('/');
-            std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
-            hit = fnmatch(r.pattern.c_str(), base.c_str(), flags) == 0;
+        if (r.subtree) {
+            // The directory PAT names (any leading part of `path`) or `path` itself.
+            for (std::size_t s = path.find('/'); s != std::string::npos && !hit; s = path.find('/', s + 1))
+                hit = matches(r, path.substr(0, s), true);
+            hit = hit || matches(r, path, is_dir || !r.dir_only);
         } else {
-            // Match the whole path or any tail starting after a '/'.
-            std::size_t pos = 0;
-            for (;;) {
-                if (fnmatch(r.pattern.c_str(), path.c_str() + pos, flags) == 0) { hit = true; break; }
-                auto next = path.find('/', pos);
-                if (next == std::string::npos) break;
-                pos = next + 1;
-            }
+            hit = matches(r, path, is_dir);
         }
         if (hit) return !r.include;
     }

@@ -28,8 +28,10 @@ private:
         bool dir_only = false;
         bool has_slash = false;
         bool double_star = false;
+        bool subtree = false;   // "PAT/***": PAT itself and everything below it
         std::string pattern;
     };
+    static bool matches(const Rule& r, const std::string& path, bool is_dir);
     std::vector<Rule> rules_;
 };
 

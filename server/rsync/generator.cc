@@ -82,6 +82,46 @@ void Push::gen_dir(std::size_t i) {
     }
 }
 
+// generator.c recv_generator for a mode-0 ("missing") entry: what the destination has
+// under that name is deleted (a directory with its contents), unless filtered.
+void Push::delete_missing(const FileEntry& e) {
+    std::string path = path_of(e);
+    auto st = ctx.root.lstat(path);
+    if (!st) return;
+    if (!o().delete_excluded && ctx.filters.excluded(e.name, S_ISDIR(st->st_mode))) return;
+    if (ctx.daemon_excluded(path, S_ISDIR(st->st_mode))) return;
+    if (o().max_delete >= 0 && deletions >= o().max_delete) return;
+    ++deletions;
+    if (o().log_format.find("%i") != std::string::npos)
+        ctx.info("*deleting   " + e.name + (S_ISDIR(st->st_mode) ? "/" : ""));
+    else if (o().verbose)
+        ctx.info("deleting " + e.name + (S_ISDIR(st->st_mode) ? "/" : ""));
+    if (o().dry_run) return;
+    std::string base;
+    auto dir = ctx.root.open_parent(path, base);
+    if (dir) remove_tree(dir->get(), base, path);
+}
+
+// -R --no-implied-dirs: the list lacks the parents of a name, so the missing ones are
+// created (generator.c make_path with the default directory mode). Each directory is
+// checked once per transfer.
+void Push::make_parents(const std::string& name) {
+    auto slash = name.rfind('/');
+    if (slash == std::string::npos || parents_ok.contains(name.substr(0, slash))) return;
+    parents_ok.insert(name.substr(0, slash));
+    for (std::size_t s = name.find('/'); s != std::string::npos; s = name.find('/', s + 1)) {
+        std::string p = join_path(dest, name.substr(0, s));
+        if (ctx.root.lstat(p)) continue;
+        std::string base;
+        auto dir = ctx.root.open_parent(p, base);
+        if (!dir || (mkdirat(dir->get(), base.c_str(), 0777 & ~umask_bits) < 0 && errno != EEXIST)) {
+            ctx.error("rsync: mkdir \"" + p + "\" (in " + ctx.module->name + ") failed: " +
+                      errstr(dir ? errno : dir.error()));
+            return;
+        }
+    }
+}
+
 void Push::gen_symlink(const FileEntry& e) {
     if (!o().links) return;
     std::string path = path_of(e);
@@ -174,20 +214,50 @@ Result<void> Push::gen_file(std::int32_t ndx, bool redo_pass) {
     std::string path = path_of(e);
     struct stat st {};
     bool exists = false;
+    std::string basis_path;   // a basis-dir file chosen by try_alt_dests(), else the destination
     if (!redo_pass) {
         if (hlink_leader.contains(ndx)) return {};   // linked to its leader at the end
         if (!make_room(path, e.mode, st, exists)) return {};
         if (o().existing && !exists) return {};
         if (o().ignore_existing && exists) return {};
         if (exists && o().update_only && st.st_mtime > e.mtime) return {};
-        if (exists && up_to_date(path, e, st)) {
-            if (!o().dry_run) set_path_attrs(path, e, false);
+        // Basis dirs come before the destination's own quick check (generator.c
+        // recv_generator): a --link-dest match replaces an up-to-date copy by a link.
+        if (!basis_dirs.empty() && (!exists || o().alt_dest != ServerOptions::AltDest::copy)) {
+            AltResult alt = try_alt_dests(ndx, path, exists, st);
+            if (alt == AltResult::handled) {
+                report_success(ndx, false);
+                return {};
+            }
+            if (alt == AltResult::basis) basis_path = basis_for(ndx);
+        }
+        // --partial-dir: a partial file left by an interrupted transfer is the basis
+        // (generator.c recv_generator partialptr), and is dropped once the file is current.
+        std::string ppath = basis_path.empty() ? partial_path(path) : std::string();
+        if (!ppath.empty()) {
+            auto pst = ctx.root.lstat(ppath);
+            if (!pst || !S_ISREG(pst->st_mode)) ppath.clear();
+        }
+        if (exists && basis_path.empty() && up_to_date(path, e, st)) {
+            if (!o().dry_run) {
+                if (!ppath.empty()) remove_partial(ppath);
+                set_path_attrs(path, e, false);
+            }
+            report_success(ndx, false);
             return {};
+        }
+        if (!ppath.empty()) {
+            std::lock_guard l(basis_mu);
+            basis_of[ndx] = ppath;
+            basis_path = ppath;
         }
     } else {
         auto cur = ctx.root.lstat(path);
         exists = cur && S_ISREG(cur->st_mode);
+        basis_path = basis_for(ndx);
     }
+    if (!basis_path.empty()) exists = true;   // the delta goes against the basis-dir file
+    else basis_path = path;
     std::string msg;
     protocol::put_i32(msg, ndx);
     if (o().dry_run) return ctx.out->write(msg);
@@ -195,7 +265,7 @@ Result<void> Push::gen_file(std::int32_t ndx, bool redo_pass) {
     protocol::SumHead head;
     UniqueFd fd;
     if (exists && !o().whole_file) {
-        auto f = ctx.root.open_beneath(path, O_RDONLY | O_NOFOLLOW);
+        auto f = ctx.root.open_beneath(basis_path, O_RDONLY | O_NOFOLLOW);
         struct stat bst {};
         if (f && fstat(f->get(), &bst) == 0 && S_ISREG(bst.st_mode) && bst.st_size > 0) {
             head = protocol::sum_sizes_sqroot(bst.st_size, ctx.protocol,
@@ -224,13 +294,21 @@ Result<void> Push::generate() {
         if (!e.active) continue;
         if (abort.load()) return fail("transfer aborted");
         if (!refused_dir.empty() && e.name.starts_with(refused_dir)) continue;
-        if (local_name.empty() && ctx.daemon_excluded(path_of(e), S_ISDIR(e.mode))) {
+        if (ctx.daemon_excluded(path_of(e), S_ISDIR(e.mode))) {
             // rsync generator.c recv_generator(): the client's exit code becomes 23.
             ctx.error(std::string("ERROR: daemon refused to receive ") + (S_ISDIR(e.mode) ? "directory" : "file") +
                       " \"" + e.name + "\"");
             if (S_ISDIR(e.mode)) refused_dir = e.name == "." ? std::string() : e.name + "/";
             continue;
         }
+        if (e.mode == 0) {
+            // --delete-missing-args: the sender named something that does not exist.
+            delete_missing(e);
+            continue;
+        }
+        // -R: below protocol 30 a sending client never says --no-implied-dirs, so missing
+        // parents are made whenever a name's directory is not there yet.
+        if (o().relative && !o().dry_run && local_name.empty()) make_parents(e.name);
         if (S_ISDIR(e.mode)) {
             if (dest_via_link && e.name == ".") continue;
             gen_dir(i);
@@ -269,6 +347,13 @@ Result<void> Push::generate() {
     // Final goodbye.
     if (auto r = ctx.out->write_i32(-1); !r) return r;
     return ctx.out->flush();
+}
+
+void Push::report_success(std::int32_t ndx, bool transferred) {
+    if (o().remove_source == 0 || o().dry_run || (o().remove_source == 2 && !transferred)) return;
+    std::string msg;
+    protocol::put_i32(msg, ndx);
+    (void)ctx.out->send_msg(protocol::MsgTag::success, msg);
 }
 
 // -H: group regular files by the sender's (dev, ino); the first in list order carries

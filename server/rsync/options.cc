@@ -51,6 +51,7 @@ Result<void> short_flags(ServerOptions& o, std::string_view s) {
         case 'b': o.backup = true; break;
         case 'S': o.sparse = true; break;
         case 'x': o.one_file_system = true; break;
+        case 'R': o.relative = true; break;
         case 'e': return {};  // -e.<client info>: rest of the cluster (protocol >= 30 info)
         case 'B': {
             auto n = parse_num("-B", s.substr(i + 1));
@@ -67,6 +68,16 @@ Result<void> short_flags(ServerOptions& o, std::string_view s) {
 }
 
 }  // namespace
+
+const char* alt_dest_name(ServerOptions::AltDest kind) noexcept {
+    switch (kind) {
+    case ServerOptions::AltDest::link: return "--link-dest";
+    case ServerOptions::AltDest::copy: return "--copy-dest";
+    case ServerOptions::AltDest::compare: return "--compare-dest";
+    case ServerOptions::AltDest::none: break;
+    }
+    return "--link-dest";
+}
 
 Result<ServerOptions> parse_server_args(const std::vector<std::string>& args) {
     ServerOptions o;
@@ -107,6 +118,75 @@ Result<ServerOptions> parse_server_args(const std::vector<std::string>& args) {
             if (value.empty() || value.size() > 4096) return fail("invalid --backup-dir");
             o.backup = true;
             o.backup_dir = std::string(value);
+        } else if (name == "--link-dest" || name == "--copy-dest" || name == "--compare-dest") {
+            // Sent as two arguments (options.c server_options), like --backup-dir.
+            if (!has_value) {
+                if (i + 1 >= args.size() || args[i + 1] == ".")
+                    return fail("protocol error: " + std::string(name) + " without a directory");
+                value = args[++i];
+            }
+            using K = ServerOptions::AltDest;
+            K kind = name == "--link-dest" ? K::link : name == "--copy-dest" ? K::copy : K::compare;
+            if (o.alt_dest != K::none && o.alt_dest != kind)
+                return fail("ERROR: the " + std::string(alt_dest_name(kind)) + " option conflicts with the " +
+                            alt_dest_name(o.alt_dest) + " option");
+            if (o.basis_dirs.size() >= kMaxBasisDirs)
+                return fail("ERROR: at most " + std::to_string(kMaxBasisDirs) + " " + alt_dest_name(kind) +
+                            " args may be specified");
+            if (value.empty() || value.size() > 4096 || value.find('\0') != std::string_view::npos)
+                return fail("invalid " + std::string(name) + " directory");
+            o.alt_dest = kind;
+            o.basis_dirs.emplace_back(value);
+        } else if (name == "--partial-dir" || name == "--temp-dir") {
+            if (!has_value) {
+                if (i + 1 >= args.size() || args[i + 1] == ".")
+                    return fail("protocol error: " + std::string(name) + " without a directory");
+                value = args[++i];
+            }
+            if (value.size() > 4096 || value.find('\0') != std::string_view::npos)
+                return fail("invalid " + std::string(name) + " directory");
+            (name == "--partial-dir" ? o.partial_dir : o.temp_dir) = std::string(value);
+        } else if (name == "--remove-source-files") {
+            o.remove_source = 1;
+        } else if (name == "--remove-sent-files") {
+            o.remove_source = 2;
+        } else if (name == "--usermap" || name == "--groupmap") {
+            if (!has_value) {
+                if (i + 1 >= args.size() || args[i + 1] == ".")
+                    return fail("protocol error: " + std::string(name) + " without a map");
+                value = args[++i];
+            }
+            if (value.empty() || value.size() > 65536) return fail("invalid " + std::string(name));
+            std::string& m = name == "--usermap" ? o.usermap : o.groupmap;
+            if (!m.empty()) return fail("You can only specify " + std::string(name) + " once.");
+            m = std::string(value);
+        } else if (name == "--relative") {
+            o.relative = true;
+        } else if (name == "--no-relative" || name == "--no-R") {
+            o.relative = false;
+            o.no_relative = true;
+        } else if (name == "--no-implied-dirs") {
+            o.implied_dirs = false;
+        } else if (name == "--ignore-missing-args") {
+            o.missing_args = 1;
+        } else if (name == "--delete-missing-args") {
+            o.missing_args = 2;
+        } else if (name == "--from0") {
+            o.from0 = true;
+        } else if (name == "--files-from") {
+            if (!has_value) {
+                if (i + 1 >= args.size() || args[i + 1] == ".")
+                    return fail("protocol error: --files-from without a file");
+                value = args[++i];
+            }
+            if (value.empty() || value.size() > 4096 || value.find('\0') != std::string_view::npos)
+                return fail("invalid --files-from file");
+            if (value == "-") o.files_from_input = true;
+            else o.files_from = std::string(value);
+        } else if (name == "--delay-updates") {
+            o.delay_updates = true;
+        } else if (name == "--no-delay-updates") {
+            o.delay_updates = false;
         } else if (name == "--suffix") {
             if (value.find('/') != std::string_view::npos || value.size() > 255)
                 return fail("--suffix cannot contain slashes: " + std::string(value));
@@ -124,10 +204,14 @@ Result<ServerOptions> parse_server_args(const std::vector<std::string>& args) {
         else if (name == "--no-specials") o.specials = false;
         else if (name == "--specials") o.specials = true;
         else if (name == "--no-W" || name == "--no-whole-file") o.whole_file = false;
-        else if (name == "--stats" || name == "--log-format" || name == "--out-format" ||
+        else if (name == "--log-format" || name == "--out-format") {
+            if (value.size() > 4096) return fail("invalid " + std::string(name));
+            o.log_format = std::string(value);
+        }
+        else if (name == "--stats" ||
                  name == "--no-msgs2stderr" || name == "--msgs2stderr" || name == "--timeout" ||
                  name == "--bwlimit" || name == "--use-qsort" || name == "--no-r" ||
-                 name == "--no-implied-dirs" || name == "--safe-links" || name == "--fsync" ||
+                 name == "--safe-links" || name == "--fsync" ||
                  name == "--open-noatime" || name == "--preallocate" || name == "--old-compress") {
             // accepted; no server-side effect (the client prints stats, formats its own log)
         } else if (name == "--compress-level") {
@@ -153,6 +237,20 @@ Result<ServerOptions> parse_server_args(const std::vector<std::string>& args) {
             (void)has_value;
             return fail("syncfsd: option " + std::string(name) + " is not supported by this server");
         }
+    }
+    if ((o.files_from_input || !o.files_from.empty()) && !o.no_relative) o.relative = true;
+    // options.c: --delay-updates without a dir uses ".~tmp~"; "." or "" means no partial dir.
+    if (o.delay_updates && o.partial_dir.empty()) o.partial_dir = ".~tmp~";
+    {
+        std::string_view pd = o.partial_dir;
+        while (pd.size() > 1 && pd.back() == '/') pd.remove_suffix(1);
+        if (pd == "." || pd == "./") o.partial_dir.clear();
+        else o.partial_dir = std::string(pd);
+    }
+    if (!o.partial_dir.empty()) {
+        if (o.inplace)
+            return fail(std::string("--inplace cannot be used with --") + (o.delay_updates ? "delay-updates" : "partial-dir"));
+        o.partial = true;
     }
     if (!o.suffix_set) o.suffix = o.backup_dir.empty() ? "~" : "";
     if (o.backup && o.backup_dir.empty() && o.suffix.empty())

@@ -122,6 +122,9 @@ struct Push {
     bool make_room(const std::string& path, mode_t mode, struct stat& st, bool& exists);
     void gen_dir(std::size_t i);
     void gen_symlink(const FileEntry& e);
+    void make_parents(const std::string& name);
+    std::set<std::string> parents_ok;   // directories make_parents() has seen exist
+    void delete_missing(const FileEntry& e);
     void gen_device(const FileEntry& e);
     // unchanged_file() + quick_check_ok(): true when the file needs no transfer.
     bool up_to_date(const std::string& path, const FileEntry& e, const struct stat& st);
@@ -132,11 +135,61 @@ struct Push {
     // the data, the others become links to it (hlink.c, protocol < 30).
     void plan_hardlinks();
     void link_hardlinks();
+    // ---- --link-dest / --copy-dest / --compare-dest (alt_dest.cc) -------------------
+    std::vector<std::string> basis_dirs;   // module-relative, resolved by resolve_basis_dirs()
+    // The basis the generator chose from a basis dir for a file (its block sums were sent
+    // from it), so the receiver applies the delta to the same file. Written by the
+    // generator before the index goes out, read by the receiver after it comes back.
+    std::mutex basis_mu;
+    std::map<std::int32_t, std::string> basis_of;
+    std::string basis_for(std::int32_t ndx);
+    // The destination directory and the name below it that basis-dir lookups use.
+    std::string dest_dir() const { return local_name.empty() ? dest : parent_of(local_name); }
+    std::string rel_name(const FileEntry& e) const { return local_name.empty() ? e.name : base_of(local_name); }
+    // main.c check_alt_basis_dirs(): resolve each DIR relative to the destination (an
+    // absolute one to the module root), never above the module root; warn when it is
+    // missing; refuse the options when the module's filter excludes it.
+    Result<void> resolve_basis_dirs();
+    enum class AltResult { none, handled, basis };
+    // generator.c try_dests_reg(): `exists`/`st` describe the destination file.
+    AltResult try_alt_dests(std::int32_t ndx, const std::string& path, bool exists, const struct stat& st);
+    // unchanged_attrs(): the attributes this transfer preserves already match.
+    bool unchanged_attrs(const FileEntry& e, const struct stat& st) const;
+    // Copies module path `from` to `to` (temp name + rename), attributes from `e`.
+    bool copy_local(const std::string& from, const std::string& to, const FileEntry& e);
+    // ---- --partial-dir / --delay-updates / --temp-dir (partial.cc) --------------------
+    // Module path of the partial file for destination `path`, "" when there is no partial
+    // dir or the module's filter excludes that place (rsync partial_dir_fname()).
+    std::string partial_path(const std::string& path) const;
+    // handle_partial_dir(create): the partial file's directory, made 0700 (one level; a
+    // non-directory in its place is removed). False when it cannot be made.
+    bool make_partial_dir(const std::string& ppath);
+    // Removes a used partial file and, for a relative partial dir, the emptied directory.
+    void remove_partial(const std::string& ppath);
+    // --delay-updates: (partial path, list index) of each received file, renamed into
+    // place by finish_delayed() once every file has arrived.
+    std::vector<std::pair<std::string, std::int32_t>> delayed;
+    void finish_delayed();
+    std::string temp_dir;   // module path of --temp-dir, "" when none
+    // Checks the partial/temp dirs against the module's filter and resolves --temp-dir.
+    Result<void> resolve_partial_dirs();
+    // Moves a finished temp file (`tmp` in dir fd `tdir`) to module path `to`; a temp dir on
+    // another filesystem is copied instead. False after reporting the error.
+    bool move_into_place(int tdir, const std::string& tmp, const std::string& tmp_path, const std::string& to,
+                         const FileEntry& e);
+    // --remove-source-files: tells the client file `ndx` is safely here (MSG_SUCCESS).
+    // `transferred`: it came over the wire (--remove-sent-files only reports those).
+    void report_success(std::int32_t ndx, bool transferred);
     // ---- receiver ------------------------------------------------------------------
     // receive_data() + finish_transfer() for one file. `ok` false: checksum mismatch.
     Result<void> receive_file(std::int32_t ndx, int phase, bool& ok);
     Result<void> receive();
 };
+
+// Module-relative form of a directory argument: relative to `dir`, or (absolute) to the
+// module root; ".." never climbs above the module root (rsync sanitize_path with the
+// destination's depth). "." is the module root.
+std::string resolve_under(const std::string& dir, const std::string& arg);
 
 // get_local_name(): where the received list lands (a directory, or one file's new name).
 void choose_destination(Push& r, std::string dest_arg);

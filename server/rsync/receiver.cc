@@ -27,6 +27,8 @@
 #include <spdlog/spdlog.h>
 
 #include "protocol/rsync_match.h"
+#include "server/rsync/arg_glob.h"
+#include "server/rsync/id_map.h"
 #include "server/rsync/push.h"
 #include "server/rsync/transfer_log.h"
 
@@ -64,15 +66,27 @@ Result<void> Push::receive_file(std::int32_t ndx, int phase, bool& ok) {
     struct stat bst {};
     if (dir && fstatat(dir->get(), base.c_str(), &bst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(bst.st_mode))
         exists = true;
-    if (exists && h.count > 0) {
+    // A --*-dest file or a --partial-dir file the generator took the block sums from.
+    std::string alt_basis = basis_for(ndx);
+    if (!alt_basis.empty() && h.count > 0) {
+        auto f = ctx.root.open_beneath(alt_basis, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (f) basis_fd = std::move(*f);
+    } else if (exists && h.count > 0) {
         int f = openat(dir->get(), base.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
         if (f >= 0) basis_fd.reset(f);
     }
-    // Output.
+    // Output: a temp file in the destination directory, or in --temp-dir.
     UniqueFd out;
     std::string tmp;
     bool inplace = o().inplace;
-    if (dir) {
+    UniqueFd tdir_own;
+    if (dir && !inplace && !temp_dir.empty()) {
+        auto t = ctx.root.open_beneath(temp_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (t) tdir_own = std::move(*t);
+        else ctx.error("rsync: temp dir \"" + temp_dir + "\" (in " + ctx.module->name + "): " + errstr(t.error()));
+    }
+    const int tdir = tdir_own ? tdir_own.get() : (dir ? dir->get() : -1);
+    if (dir && (temp_dir.empty() || tdir_own || inplace)) {
         if (inplace) {
             if (exists) (void)make_backup(dir->get(), base, local_name.empty() ? e.name : local_name, true);
             int f = openat(dir->get(), base.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -83,7 +97,7 @@ Result<void> Push::receive_file(std::int32_t ndx, int phase, bool& ok) {
                 char suffix[8];
                 std::snprintf(suffix, sizeof suffix, "%06x", static_cast<unsigned>(rng() & 0xFFFFFF));
                 tmp = "." + base.substr(0, 200) + "." + suffix;
-                int f = openat(dir->get(), tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+                int f = openat(tdir, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
                 if (f >= 0) out.reset(f);
                 else if (errno != EEXIST) break;
             }
@@ -158,23 +172,28 @@ Result<void> Push::receive_file(std::int32_t ndx, int phase, bool& ok) {
         offset += blen;
     }
     auto cleanup_tmp = [&] {
-        if (!tmp.empty() && dir) unlinkat(dir->get(), tmp.c_str(), 0);
+        if (!tmp.empty() && tdir >= 0) unlinkat(tdir, tmp.c_str(), 0);
+    };
+    const std::string tmp_path = join_path(temp_dir.empty() ? parent_of(path) : temp_dir, tmp);
+    // Connection or stream failure mid-file: --partial keeps what arrived, in place or
+    // (--partial-dir) as the partial file the next attempt starts from.
+    auto keep_partial = [&] {
+        if (!(o().partial && !inplace && out && !tmp.empty() && dir && offset > 0)) return cleanup_tmp();
+        std::string ppath = partial_path(path);
+        if (!o().partial_dir.empty()) {
+            if (ppath.empty() || !make_partial_dir(ppath)) return cleanup_tmp();
+            (void)move_into_place(tdir, tmp, tmp_path, ppath, e);
+            return;
+        }
+        (void)move_into_place(tdir, tmp, tmp_path, path, e);
     };
     if (!stream_ok) {
-        // Connection or stream failure mid-file: --partial keeps what arrived.
-        if (o().partial && !inplace && out && !tmp.empty() && dir && offset > 0) {
-            renameat(dir->get(), tmp.c_str(), dir->get(), base.c_str());
-        } else {
-            cleanup_tmp();
-        }
+        keep_partial();
         return std::unexpected(stream_ok.error());
     }
     protocol::Digest remote{};
     if (auto r = ctx.in->read_exact(remote.data(), remote.size()); !r) {
-        if (o().partial && !inplace && out && !tmp.empty() && dir && offset > 0)
-            renameat(dir->get(), tmp.c_str(), dir->get(), base.c_str());
-        else
-            cleanup_tmp();
+        keep_partial();
         return r;
     }
     protocol::Digest local = sum.finish();
@@ -196,16 +215,29 @@ Result<void> Push::receive_file(std::int32_t ndx, int phase, bool& ok) {
         return {};
     }
     set_fd_attrs(out.get(), e, exists, bst.st_mode);
-    if (!inplace && exists && !make_backup(dir->get(), base, local_name.empty() ? e.name : local_name)) {
+    if (!inplace && exists && !o().delay_updates && !make_backup(dir->get(), base, local_name.empty() ? e.name : local_name)) {
         ctx.error("rsync: backup of \"" + path + "\" failed; the update was discarded");
         cleanup_tmp();
         return {};
     }
     if (!inplace) {
-        if (renameat(dir->get(), tmp.c_str(), dir->get(), base.c_str()) < 0) {
-            ctx.error("rsync: rename \"" + tmp + "\" -> \"" + path + "\": " + errstr(errno));
-            cleanup_tmp();
+        std::string ppath = partial_path(path);
+        if (o().delay_updates && !ppath.empty()) {
+            // --delay-updates: staged as the partial file, renamed at the very end; a
+            // staging dir that cannot be made discards the update (rsync does the same).
+            if (!make_partial_dir(ppath)) {
+                ctx.error("rsync: failed to create partial dir for \"" + path + "\" (in " + ctx.module->name +
+                          "); the update was discarded");
+                cleanup_tmp();
+            } else if (move_into_place(tdir, tmp, tmp_path, ppath, e)) {
+                delayed.emplace_back(ppath, ndx);
+            }
+        } else if (move_into_place(tdir, tmp, tmp_path, path, e)) {
+            if (!alt_basis.empty() && alt_basis == ppath) remove_partial(ppath);
+            report_success(ndx, true);
         }
+    } else {
+        report_success(ndx, true);
     }
     spdlog::debug("rsync [{}] recv {} ({} bytes, {} blocks of {} from the basis)", ctx.module->name, path,
                   offset, h.count, h.blength);
@@ -220,6 +252,8 @@ Result<void> Push::receive() {
         if (!ndx) return std::unexpected(ndx.error());
         if (*ndx == -1) {
             ++phase;
+            // Before the generator's final directory touch-up: the renames change them.
+            if (phase > 1 && !delayed.empty()) finish_delayed();
             events.push({RecvEvent::phase_done, 0});
             if (phase > 1) return {};
             continue;
@@ -300,7 +334,8 @@ Result<void> run_receiver(Context& ctx) {
         if (r.list.size() >= protocol::kMaxFlistEntries)
             return fail("protocol error: file list longer than " + std::to_string(protocol::kMaxFlistEntries));
         if (S_ISREG((*e)->mode) || S_ISLNK((*e)->mode)) ctx.stats.total_size += static_cast<std::uint64_t>((*e)->size);
-        if (ctx.incoming_chmod && !S_ISLNK((*e)->mode)) (*e)->mode = ctx.incoming_chmod->apply((*e)->mode);
+        if (ctx.incoming_chmod && !S_ISLNK((*e)->mode) && (*e)->mode != 0)
+            (*e)->mode = ctx.incoming_chmod->apply((*e)->mode);
         r.list.push_back(std::move(**e));
     }
     protocol::IdNames users, groups;
@@ -320,30 +355,68 @@ Result<void> run_receiver(Context& ctx) {
     if (!ioerr) return std::unexpected(ioerr.error());
     r.sender_io_error = *ioerr;
 
-    // Map the sender's ids to ours by name (recv_id_list / match_uid), unless numeric.
-    if (!o.numeric_ids && !ctx.module->numeric_ids && ctx.module->am_root) {
+    // --usermap / --groupmap rules come first, then the sender's ids are mapped to ours by
+    // name (recv_id_list / recv_add_id / match_uid), unless numeric.
+    std::vector<IdMapRule> urules, grules;
+    if (!o.usermap.empty()) {
+        auto u = parse_id_map(o.usermap, false);
+        if (!u) return std::unexpected(u.error());
+        urules = std::move(*u);
+    }
+    if (!o.groupmap.empty()) {
+        auto g = parse_id_map(o.groupmap, true);
+        if (!g) return std::unexpected(g.error());
+        grules = std::move(*g);
+    }
+    const bool by_name = !o.numeric_ids && !ctx.module->numeric_ids;
+    if (ctx.module->am_root && (by_name || !urules.empty() || !grules.empty())) {
         std::map<std::uint32_t, std::uint32_t> umap, gmap;
-        for (const auto& [id, name] : users) {
-            struct passwd pw {}, *res = nullptr;
-            std::string buf(16384, '\0');
-            if (getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &res) == 0 && res) umap[id] = pw.pw_uid;
-        }
-        for (const auto& [id, name] : groups) {
-            struct group gr {}, *res = nullptr;
-            std::string buf(16384, '\0');
-            if (getgrnam_r(name.c_str(), &gr, buf.data(), buf.size(), &res) == 0 && res) gmap[id] = gr.gr_gid;
+        auto name_of = [](const protocol::IdNames& names, std::uint32_t id) {
+            auto it = names.find(id);
+            return it == names.end() ? std::string() : it->second;
+        };
+        for (const auto& e : r.list) {
+            if (!umap.contains(e.uid)) {
+                std::string name = name_of(users, e.uid);
+                std::uint32_t to = e.uid;
+                if (auto m = map_id(urules, e.uid, name)) {
+                    to = *m;
+                } else if (by_name && !name.empty()) {
+                    struct passwd pw {}, *res = nullptr;
+                    std::string buf(16384, '\0');
+                    if (getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &res) == 0 && res) to = pw.pw_uid;
+                }
+                umap[e.uid] = to;
+            }
+            if (!gmap.contains(e.gid)) {
+                std::string name = name_of(groups, e.gid);
+                std::uint32_t to = e.gid;
+                if (auto m = map_id(grules, e.gid, name)) {
+                    to = *m;
+                } else if (by_name && !name.empty()) {
+                    struct group gr {}, *res = nullptr;
+                    std::string buf(16384, '\0');
+                    if (getgrnam_r(name.c_str(), &gr, buf.data(), buf.size(), &res) == 0 && res) to = gr.gr_gid;
+                }
+                gmap[e.gid] = to;
+            }
         }
         for (auto& e : r.list) {
-            if (auto it = umap.find(e.uid); it != umap.end()) e.uid = it->second;
-            if (auto it = gmap.find(e.gid); it != gmap.end()) e.gid = it->second;
+            e.uid = umap[e.uid];
+            e.gid = gmap[e.gid];
         }
     }
     protocol::sort_file_list(r.list);
     protocol::clean_file_list(r.list);
     if (r.list.empty()) return {};
 
-    std::string dest_arg = o.paths.empty() ? std::string() : module_relative_arg(ctx.module->name, o.paths[0]);
+    std::string dest_arg =
+        o.paths.empty() ? std::string() : module_relative_arg(ctx.module->name, unbackslash(o.paths[0]));
     choose_destination(r, dest_arg);
+    if (!o.basis_dirs.empty()) {
+        if (auto b = r.resolve_basis_dirs(); !b) return b;
+    }
+    if (auto p = r.resolve_partial_dirs(); !p) return p;
     r.plan_hardlinks();
 
     Result<void> gen_result;

@@ -194,6 +194,20 @@ struct Builder {
         for (const auto& [w, l] : subdirs) add_dir_contents(w, l, recurse, dev, follow_dirs);
     }
 
+    // --ignore-missing-args / --delete-missing-args for a named source that does not
+    // exist: skipped, or sent as a mode-0 entry (the receiver deletes that name). True when
+    // handled; false means report the error as usual.
+    bool missing_arg(const std::string& wire) {
+        if (ctx.opt.missing_args == 0) return false;
+        if (ctx.opt.missing_args == 2 && seen.insert(wire).second) {
+            FileEntry e;
+            e.name = wire;
+            e.mode = 0;
+            list.push_back(std::move(e));
+        }
+        return true;
+    }
+
     void add_arg(std::string arg) {
         const ServerOptions& o = ctx.opt;
         bool contents = arg.empty() || arg.back() == '/' || arg == "." || arg.ends_with("/.");
@@ -203,6 +217,7 @@ struct Builder {
         auto st = ctx.root.lstat(arg);
         if (st && arg != "." && ctx.daemon_excluded(arg, S_ISDIR(st->st_mode)))
             st = std::unexpected(ENOENT);   // rsync is_daemon_excluded(): as if missing
+        if (!st && st.error() == ENOENT && missing_arg(arg == "." ? std::string(".") : base_of(arg))) return;
         if (!st) {
             ctx.error("rsync: link_stat \"" + arg + "\" (in " + ctx.module->name + ") failed: " +
                       std::strerror(st.error()) + " (" + std::to_string(st.error()) + ")");
@@ -244,7 +259,151 @@ struct Builder {
         }
         add(wire, arg, *st, false);
     }
+
+    // -R (flist.c send_file_list with relative_paths): `dir` is the module-relative base
+    // (the part of the argument before "/./", or the --files-from source directory), `fn`
+    // the name as it is sent, its parent directories sent first as implied dirs.
+    void add_relative(const std::string& dir, std::string fn) {
+        const ServerOptions& o = ctx.opt;
+        // Clean `fn`: "." and empty components dropped, ".." refused as rsync does.
+        bool slash_ending = fn.empty() || fn.back() == '/';
+        std::string clean;
+        for (std::size_t i = 0; i <= fn.size();) {
+            std::size_t j = fn.find('/', i);
+            if (j == std::string::npos) j = fn.size();
+            std::string comp = fn.substr(i, j - i);
+            i = j + 1;
+            if (comp.empty() || comp == ".") continue;
+            if (comp == "..") {
+                ctx.error("found \"..\" dir in relative path: " + fn);
+                io_error |= 1;
+                return;
+            }
+            clean += (clean.empty() ? "" : "/") + comp;
+        }
+        const bool dot = clean.empty();
+        if (dot) clean = ".";
+        const std::string local = join_path(dir, clean);
+        auto st = ctx.root.lstat(local);
+        if (st && S_ISLNK(st->st_mode) && (o.copy_dirlinks || slash_ending || dot)) {
+            auto dfd = ctx.root.open_beneath(local, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            struct stat dst {};
+            if (dfd && fstat(dfd->get(), &dst) == 0) *st = dst;
+        }
+        if (st && ctx.daemon_path_excluded(local)) st = std::unexpected(ENOENT);
+        if (!st && st.error() == ENOENT && missing_arg(clean)) return;
+        if (!st) {
+            ctx.error("rsync: link_stat \"" + local + "\" (in " + ctx.module->name + ") failed: " +
+                      std::strerror(st.error()) + " (" + std::to_string(st.error()) + ")");
+            io_error |= 1;
+            return;
+        }
+        if (!dot && ctx.filters.excluded(clean, S_ISDIR(st->st_mode))) return;
+        if (S_ISDIR(st->st_mode) && !o.recurse && !o.xfer_dirs) {
+            ctx.info("skipping directory " + clean);
+            return;
+        }
+        if (o.implied_dirs && !dot) {
+            for (std::size_t s = clean.find('/'); s != std::string::npos; s = clean.find('/', s + 1)) {
+                std::string idir = clean.substr(0, s);
+                if (seen.contains(idir)) continue;
+                auto ist = ctx.root.lstat(join_path(dir, idir));
+                if (ist) add(idir, join_path(dir, idir), *ist, false);
+            }
+        }
+        if (S_ISDIR(st->st_mode)) {
+            if (!add(clean, local, *st, true)) {
+                if (!seen.contains(clean)) return;   // excluded or unreadable
+                // Sent before as an implied dir of another name: now a transfer root too.
+                for (auto& e : list)
+                    if (e.name == clean) e.top_dir = true;
+            }
+            if (o.recurse) add_dir_contents(clean, local, true, st->st_dev, true);
+            else if (slash_ending || dot) add_dir_contents(clean, local, false, st->st_dev, true);
+            return;
+        }
+        add(clean, local, *st, false);
+    }
 };
+
+// The --files-from names: from the input after the exclude list (--files-from=-, always
+// NUL-separated from the client), or from a file in the module (NUL- or line-separated).
+// An empty name ends the input list. Bounded in name length and count.
+Result<std::vector<std::string>> read_files_from(Context& ctx) {
+    const ServerOptions& o = ctx.opt;
+    std::vector<std::string> names;
+    if (o.files_from_input) {
+        std::string cur;
+        for (;;) {
+            auto b = ctx.in->read_u8();
+            if (!b) return std::unexpected(b.error());
+            if (*b == 0) {
+                if (cur.empty()) break;
+                if (names.size() >= kMaxSendEntries) return fail("--files-from list longer than 5000000 names");
+                names.push_back(std::move(cur));
+                cur.clear();
+                continue;
+            }
+            if (cur.size() >= 4096) return fail("protocol error: --files-from name longer than 4096 bytes");
+            cur.push_back(static_cast<char>(*b));
+        }
+        return names;
+    }
+    std::string rel = module_relative_arg(ctx.module->name, o.files_from);
+    if (rel.empty() || ctx.daemon_path_excluded(rel)) return fail("failed to open files-from file " + o.files_from);
+    auto fd = ctx.root.open_beneath(rel, O_RDONLY | O_CLOEXEC);
+    if (!fd) return fail("failed to open files-from file " + o.files_from + ": " + std::strerror(fd.error()));
+    std::string text;
+    char buf[65536];
+    for (;;) {
+        ssize_t n = ::read(fd->get(), buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        text.append(buf, static_cast<std::size_t>(n));
+        if (text.size() > (64u << 20)) return fail("files-from file " + o.files_from + " is larger than 64 MiB");
+    }
+    std::string cur;
+    for (char c : text) {
+        bool end = o.from0 ? c == '\0' : (c == '\n' || c == '\r');
+        if (!end) {
+            if (cur.size() < 4096) cur.push_back(c);
+            continue;
+        }
+        if (!cur.empty() && (o.from0 || (cur[0] != '#' && cur[0] != ';'))) names.push_back(cur);
+        cur.clear();
+        if (names.size() >= kMaxSendEntries) break;
+    }
+    if (!cur.empty() && (o.from0 || (cur[0] != '#' && cur[0] != ';'))) names.push_back(cur);
+    return names;
+}
+
+// Undoes unbackslash() for a name that was never escaped (a --files-from line).
+std::string escape_backslashes(const std::string& s) {
+    std::string out;
+    for (char c : s) {
+        if (c == '\\') out.push_back('\\');
+        out.push_back(c);
+    }
+    return out;
+}
+
+// A pull argument for -R: the module prefix stripped, split at "/./" into the base dir
+// (sanitized, module-relative) and the part that is sent (".." refused later).
+std::pair<std::string, std::string> split_relative_arg(const std::string& module_name, const std::string& arg) {
+    std::string a = unbackslash(arg);
+    if (a.starts_with(module_name) && (a.size() == module_name.size() || a[module_name.size()] == '/'))
+        a.erase(0, module_name.size());
+    while (a.starts_with("/")) a.erase(0, 1);
+    std::string dir, fn = a;
+    if (auto p = a.find("/./"); p != std::string::npos) {
+        dir = module_relative_arg("", a.substr(0, p));
+        fn = a.substr(p + 3);
+    } else if (a.starts_with("./")) {
+        fn = a.substr(2);
+    }
+    if (dir.empty()) dir = ".";
+    return {dir, fn};
+}
 
 std::string user_name(std::uint32_t uid) {
     struct passwd pw {}, *res = nullptr;
@@ -265,16 +424,46 @@ std::string group_name(std::uint32_t gid) {
 Result<void> run_sender(Context& ctx) {
     const ServerOptions& o = ctx.opt;
     if (ctx.module->write_only) return fail("ERROR: module is write only");
+    // rsync main.c do_server_sender: removing files is writing to the module.
+    if (o.remove_source && ctx.module->read_only)
+        return fail(std::string("ERROR: --remove-") + (o.remove_source == 1 ? "source" : "sent") +
+                    "-files cannot be used with a read-only module");
     if (auto r = ctx.filters.receive(*ctx.in); !r) return r;
 
     Builder b{ctx, {}, {}, 0};
-    std::vector<std::string> args;
-    for (const auto& p : o.paths) {
-        for (auto& a : expand_arg_glob(ctx.root, module_relative_arg(ctx.module->name, p)))
-            args.push_back(std::move(a));
+    if (o.files_from_input || !o.files_from.empty()) {
+        // Below protocol 31 the names come unframed even when the client multiplexes.
+        if (ctx.mux && o.files_from_input) ctx.mux->set_raw(true);
+        auto names = read_files_from(ctx);
+        if (ctx.mux) ctx.mux->set_raw(false);
+        if (!names) return std::unexpected(names.error());
+        std::string base = o.paths.empty() ? std::string() : module_relative_arg(ctx.module->name, o.paths[0]);
+        while (!base.empty() && base.back() == '/') base.pop_back();
+        if (base.empty()) base = ".";
+        for (const auto& n : *names) {
+            if (o.relative) {
+                // A "/./" inside a listed name moves the base further down, as rsync.
+                auto [d, f] = split_relative_arg("", escape_backslashes(n));
+                b.add_relative(join_path(base, d), f);
+            } else {
+                b.add_arg(join_path(base, module_relative_arg("", n)));
+            }
+        }
+    } else if (o.relative) {
+        for (const auto& p : o.paths) {
+            auto [dir, fn] = split_relative_arg(ctx.module->name, p);
+            b.add_relative(dir, fn);
+        }
+        if (o.paths.empty()) b.add_relative(".", "");
+    } else {
+        std::vector<std::string> args;
+        for (const auto& p : o.paths) {
+            for (auto& a : expand_arg_glob(ctx.root, module_relative_arg(ctx.module->name, p)))
+                args.push_back(std::move(a));
+        }
+        if (args.empty()) args.emplace_back("");
+        for (const auto& a : args) b.add_arg(a);
     }
-    if (args.empty()) args.emplace_back("");
-    for (const auto& a : args) b.add_arg(a);
     std::vector<FileEntry>& list = b.list;
 
     // Send the list in the order built (as rsync does), then sort it like the client.
@@ -301,6 +490,30 @@ Result<void> run_sender(Context& ctx) {
     if (auto r = ctx.out->flush(); !r) return r;
     protocol::sort_file_list(list);
     if (list.empty()) return {};   // rsync exits here; the client reports the empty list
+    if (ctx.mux) {
+        // sender.c successful_send(): the client has the file; remove our copy unless it
+        // changed since it was listed.
+        ctx.mux->on_success = [&ctx, &list](std::int32_t ndx) {
+            if (ndx < 0 || static_cast<std::size_t>(ndx) >= list.size()) return;
+            const FileEntry& e = list[static_cast<std::size_t>(ndx)];
+            if (e.mode == 0 || S_ISDIR(e.mode) || e.local_path.empty()) return;
+            auto st = ctx.root.lstat(e.local_path);
+            if (!st) return;
+            if ((st->st_mode & S_IFMT) != (e.mode & S_IFMT) ||
+                (S_ISREG(st->st_mode) && (st->st_size != e.size || st->st_mtime != e.mtime))) {
+                ctx.error("ERROR: Skipping sender remove for changed file: " + e.local_path);
+                return;
+            }
+            std::string base;
+            auto dir = ctx.root.open_parent(e.local_path, base);
+            if (!dir || unlinkat(dir->get(), base.c_str(), 0) < 0) {
+                ctx.error("rsync: remove source file \"" + e.local_path + "\" (in " + ctx.module->name +
+                          ") failed: " + std::strerror(dir ? errno : dir.error()));
+                return;
+            }
+            if (ctx.opt.verbose) ctx.info("sender removed " + e.name);
+        };
+    }
 
     int phase = 0;
     for (;;) {
@@ -359,7 +572,7 @@ Result<void> run_sender(Context& ctx) {
     if (auto r = ctx.out->write_i32(-1); !r) return r;
     // handle_stats(): total read, total written, total size (longints below 30).
     std::string st;
-    protocol::put_longint(st, static_cast<std::int64_t>(ctx.in->bytes_read()));
+    protocol::put_longint(st, static_cast<std::int64_t>(ctx.raw_in->bytes_read()));
     protocol::put_longint(st, static_cast<std::int64_t>(ctx.out->bytes_written()));
     protocol::put_longint(st, static_cast<std::int64_t>(ctx.stats.total_size));
     if (auto r = ctx.out->write(st); !r) return r;

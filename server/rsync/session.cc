@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <ctime>
+#include <optional>
 #include <random>
 #include <tuple>
 
@@ -106,6 +107,18 @@ Result<SessionStats> run_rsync_session(int in_fd, int out_fd, int protocol,
     if (!opts) return finish_with_error(opts.error());
     ctx.opt = std::move(*opts);
     const ServerOptions& o = ctx.opt;
+    ctx.raw_in = &in;
+    // A pull with --remove-source-files: the client multiplexes everything it sends from
+    // here on (rsync main.c need_messages_from_generator), so it can report each file.
+    std::optional<protocol::MuxReader> mux;
+    if (o.sender && o.remove_source) {
+        mux.emplace(in);
+        mux->on_message = [&module](int tag, const std::string& text) {
+            spdlog::info("rsync [{}] client message ({}): {}", module.name, tag, text.substr(0, 1024));
+        };
+        ctx.mux = &*mux;
+        ctx.in = &*mux;
+    }
     ctx.flist.protocol = protocol;
     ctx.flist.preserve_uid = o.owner;
     ctx.flist.preserve_gid = o.group;
@@ -115,6 +128,7 @@ Result<SessionStats> run_rsync_session(int in_fd, int out_fd, int protocol,
     ctx.flist.preserve_hard_links = o.hard_links;
     ctx.flist.always_checksum = o.checksum;
     ctx.flist.preserve_atimes = o.atimes;
+    ctx.flist.allow_missing = o.missing_args == 2;
 
     for (const auto& rule : module.daemon_filter) ctx.daemon_filters.add(rule);
     {

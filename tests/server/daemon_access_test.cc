@@ -90,16 +90,31 @@ TEST(DaemonAuth, DigestsAreKnownAnswers) {
     // Old MD4 hashes a 4-byte zero seed first (rsync sum_init() for CSUM_MD4_OLD):
     // MD4("\0\0\0\0abc"), computed with `openssl dgst -md4`.
     EXPECT_EQ(auth_response(AuthDigest::md4_old, "a", "bc"), b64_hex("280f4da968ef17b2ca2fb5d289874be9"));
+    // FIPS 180 test vectors for "abc".
+    EXPECT_EQ(auth_response(AuthDigest::sha1, "a", "bc"), b64_hex("a9993e364706816aba3e25717850c26c9cd0d89d"));
+    EXPECT_EQ(auth_response(AuthDigest::sha256, "a", "bc"),
+              b64_hex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+    EXPECT_EQ(auth_response(AuthDigest::sha512, "a", "bc"),
+              b64_hex("ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a"
+                      "2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f"));
 }
 
 TEST(DaemonAuth, DigestNegotiation) {
-    EXPECT_EQ(*choose_auth_digest(std::string("sha512 sha256 sha1 md5 md4"), 27), AuthDigest::md5);
+    EXPECT_EQ(*choose_auth_digest(std::string("sha512 sha256 sha1 md5 md4"), 27), AuthDigest::sha512);
+    EXPECT_EQ(*choose_auth_digest(std::string("md5 md4"), 27), AuthDigest::md5);
+    EXPECT_EQ(*choose_auth_digest(std::string("sha1 md5"), 31), AuthDigest::sha1);
     EXPECT_EQ(*choose_auth_digest(std::string("md4"), 31), AuthDigest::md4);
     EXPECT_EQ(*choose_auth_digest(std::nullopt, 29), AuthDigest::md4_old);
     EXPECT_EQ(*choose_auth_digest(std::nullopt, 30), AuthDigest::md5);
-    auto none = choose_auth_digest(std::string("sha1"), 31);
+    auto none = choose_auth_digest(std::string("xxh64"), 31);
     ASSERT_FALSE(none);
-    EXPECT_EQ(none.error().message, "your client does not support one of our daemon-auth checksums: md5 md4");
+    EXPECT_EQ(none.error().message,
+              "your client does not support one of our daemon-auth checksums: sha512 sha256 sha1 md5 md4");
+    // `auth digest` floors rank names strongest first.
+    EXPECT_EQ(auth_digest_rank("sha512"), 0);
+    EXPECT_EQ(auth_digest_rank("MD5"), 3);
+    EXPECT_EQ(auth_digest_rank(AuthDigest::md4_old), 4);
+    EXPECT_EQ(auth_digest_rank("no-such-digest"), -1);
 }
 
 class AuthFiles : public ::testing::Test {

@@ -100,6 +100,9 @@ TEST(DaemonConfig, MalformedLinesFailWithFileAndLine) {
              {"[]\n", "t.conf:1: empty section name"},
              {"= value\n", "t.conf:1: missing option name"},
              {"[a]\npath = /a\\\n\\\n\n[b\n", "t.conf:5: section header without closing ']'"},
+             {"&include /nonexistent/syncfsd-test.conf\n", "t.conf:1: unable to stat config file \"/nonexistent/syncfsd-test.conf\""},
+             {"\n&merge\n", "t.conf:2: &merge needs a file or directory"},
+             {"&frobnicate /x\n", "t.conf:1: unknown directive '&frobnicate'"},
          }) {
         std::vector<std::string> w;
         auto cfg = build(c.text, w);

@@ -127,7 +127,7 @@ TEST_F(DaemonTest, AuthFlowOverRawSocket) {
     int fd = connect_port(d.port());
     ASSERT_GE(fd, 0);
     read_line(fd);
-    send_text(fd, "@RSYNCD: 31.0 sha1 md5\nsecure\n");
+    send_text(fd, "@RSYNCD: 31.0 xxh128 md5\nsecure\n");
     auto challenge_line = read_line(fd);
     ASSERT_TRUE(challenge_line);
     ASSERT_TRUE(challenge_line->starts_with("@RSYNCD: AUTHREQD ")) << *challenge_line;

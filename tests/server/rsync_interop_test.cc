@@ -364,10 +364,10 @@ TEST_F(RsyncInterop, ForcedProtocolVersionsDowngrade) {
 
 TEST_F(RsyncInterop, UnsupportedOptionsAreReportedNotHung) {
     write_file(dir / "src/f", "x");
-    auto r = run("rsync -a --link-dest=/x " + (dir / "src/") + " " + url("web/"));
+    auto r = run("rsync -a --write-devices " + (dir / "src/") + " " + url("web/"));
     EXPECT_NE(r.status, 0);
     EXPECT_NE(r.output.find("not supported"), std::string::npos) << r.output;
-    auto p = run("rsync -a --remove-source-files " + url("web/") + " " + (dir / "x/"));
+    auto p = run("rsync -a -M--frobnicate " + url("web/") + " " + (dir / "x/"));
     EXPECT_NE(p.status, 0);
     EXPECT_NE(p.output.find("not supported"), std::string::npos) << p.output;
 }

@@ -32,13 +32,14 @@ TEST(RsyncOptions, ParsesWhatRsyncSends) {
 TEST(RsyncOptions, RefusesWhatWeDoNotImplement) {
     for (auto bad : std::vector<std::vector<std::string>>{
              {"--server", "-y", ".", "x"},
-             {"--server", "-R", ".", "x"},
-             {"--server", "--link-dest=/x", ".", "x"},
+             {"--server", "-X", ".", "x"},
+             {"--server", "--link-dest=a", "--compare-dest=b", ".", "x"},  // one kind per transfer
+             {"--server", "--link-dest", "."},   // the directory argument is missing
              {"--server", "--backup-dir", "."},  // the directory argument is missing
              {"--server", "-b", "--suffix=", ".", "x"},  // empty suffix without a backup dir
              {"--server", "--suffix=a/b", ".", "x"},
-             {"--server", "--remove-source-files", ".", "x"},
-             {"--server", "--partial-dir=.p", ".", "x"},
+             {"--server", "--append", ".", "x"},
+             {"--server", "--inplace", "--partial-dir=.p", ".", "x"},
              {"--server", "-B0", ".", "x"},
              {"-r", ".", "x"},                 // no --server
              {"--server", "-r"}}) {            // no "."
@@ -47,6 +48,36 @@ TEST(RsyncOptions, RefusesWhatWeDoNotImplement) {
     }
     auto o = parse_server_args({"--server", "-y", ".", "x"});
     EXPECT_NE(o.error().message.find("-y is not supported"), std::string::npos);
+}
+
+TEST(RsyncOptions, OperatorOptions) {
+    // As options.c server_options() sends them: the directory as the next argument.
+    auto l = parse_server_args({"--server", "-logDtpre.iLsfxC", "--link-dest", "../01", "--link-dest", "/snap", ".", "x"});
+    ASSERT_TRUE(l) << l.error().message;
+    EXPECT_EQ(l->alt_dest, ServerOptions::AltDest::link);
+    EXPECT_EQ(l->basis_dirs, (std::vector<std::string>{"../01", "/snap"}));
+    auto p = parse_server_args({"--server", "-r", "--partial-dir", ".rsync-partial", "--delay-updates",
+                                "--temp-dir", "tmp", "--remove-source-files", ".", "x"});
+    ASSERT_TRUE(p) << p.error().message;
+    EXPECT_EQ(p->partial_dir, ".rsync-partial");
+    EXPECT_TRUE(p->partial);
+    EXPECT_TRUE(p->delay_updates);
+    EXPECT_EQ(p->temp_dir, "tmp");
+    EXPECT_EQ(p->remove_source, 1);
+    auto d = parse_server_args({"--server", "-r", "--delay-updates", ".", "x"});
+    ASSERT_TRUE(d) << d.error().message;
+    EXPECT_EQ(d->partial_dir, ".~tmp~");
+    auto r = parse_server_args({"--server", "--sender", "-lr", "--files-from=-", "--from0", ".", "m/"});
+    ASSERT_TRUE(r) << r.error().message;
+    EXPECT_TRUE(r->files_from_input);
+    EXPECT_TRUE(r->relative);   // --files-from implies -R
+    auto n = parse_server_args({"--server", "--sender", "-lr", "--files-from=-", "--from0", "--no-relative", ".", "m/"});
+    ASSERT_TRUE(n) << n.error().message;
+    EXPECT_FALSE(n->relative);
+    auto i = parse_server_args({"--server", "-lrR", "--no-implied-dirs", ".", "m/"});
+    ASSERT_TRUE(i) << i.error().message;
+    EXPECT_TRUE(i->relative);
+    EXPECT_FALSE(i->implied_dirs);
 }
 
 TEST(RsyncOptions, BackupOptions) {

@@ -1,0 +1,184 @@
+#include "server/daemon/xfer_exec.h"
+
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+namespace sfs::server {
+namespace {
+
+constexpr std::size_t kMaxHookOutput = 8 * 1024;
+constexpr std::size_t kMaxHookArg = 64 * 1024;
+
+// execve's argument and environment arrays over strings that outlive the call.
+struct ExecArrays {
+    std::vector<std::string> env_strings;
+    std::vector<char*> envp;
+    explicit ExecArrays(const HookEnv& env) {
+        for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+        for (auto& s : env_strings) envp.push_back(s.data());
+        envp.push_back(nullptr);
+    }
+};
+
+// In a forked child: exec the shell. Never returns.
+[[noreturn]] void exec_shell(const std::string& cmd, const HookEnv& env) {
+    std::string shell = "/bin/sh";
+    if (auto it = env.find("RSYNC_SHELL"); it != env.end() && !it->second.empty()) shell = it->second;
+    ExecArrays a(env);
+    std::string c = "-c", command = cmd;
+    char* argv[] = {shell.data(), c.data(), command.data(), nullptr};
+    if (shell.find('/') != std::string::npos) ::execve(shell.c_str(), argv, a.envp.data());
+    else ::execvpe(shell.c_str(), argv, a.envp.data());
+    ::_exit(127);
+}
+
+int wait_for(pid_t pid) {
+    int status = 0;
+    for (;;) {
+        pid_t r = ::waitpid(pid, &status, 0);
+        if (r == pid) return status;
+        if (r < 0 && errno == EINTR) continue;
+        return -1;
+    }
+}
+
+bool write_all(int fd, const char* p, std::size_t n) {
+    while (n > 0) {
+        ssize_t w = ::write(fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return false;
+        p += w;
+        n -= static_cast<std::size_t>(w);
+    }
+    return true;
+}
+
+// Reads one NUL-terminated string (bounded); nullopt at EOF/error or when too long.
+std::optional<std::string> read_arg(int fd) {
+    std::string s;
+    char c;
+    for (;;) {
+        ssize_t r = ::read(fd, &c, 1);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return std::nullopt;
+        if (c == '\0') return s;
+        if (s.size() >= kMaxHookArg) return std::nullopt;
+        s.push_back(c);
+    }
+}
+
+}  // namespace
+
+int run_shell(const std::string& cmd, const HookEnv& env, int stdin_fd, int stdout_fd) {
+    pid_t pid = ::fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        if (stdin_fd >= 0) ::dup2(stdin_fd, STDIN_FILENO);
+        if (stdout_fd >= 0) ::dup2(stdout_fd, STDOUT_FILENO);
+        exec_shell(cmd, env);
+    }
+    return wait_for(pid);
+}
+
+Result<PreXferExec> PreXferExec::start(const std::string& cmd, const HookEnv& env, std::vector<int> close_fds) {
+    int args_pipe[2], out_pipe[2];
+    if (::pipe2(args_pipe, O_CLOEXEC) < 0) return fail(std::string("pre-xfer exec preparation failed: ") + std::strerror(errno));
+    UniqueFd args_r(args_pipe[0]), args_w(args_pipe[1]);
+    if (::pipe2(out_pipe, O_CLOEXEC) < 0) return fail(std::string("pre-xfer exec preparation failed: ") + std::strerror(errno));
+    UniqueFd out_r(out_pipe[0]), out_w(out_pipe[1]);
+    spdlog::default_logger()->flush();
+    pid_t pid = ::fork();
+    if (pid < 0) return fail(std::string("pre-xfer exec preparation failed: ") + std::strerror(errno));
+    if (pid == 0) {
+        for (int fd : close_fds)
+            if (fd > STDERR_FILENO) ::close(fd);
+        args_w.reset();
+        out_r.reset();
+        HookEnv e = env;
+        auto request = read_arg(args_r.get());
+        if (!request) ::_exit(1);
+        e["RSYNC_REQUEST"] = *request;
+        for (int j = 0;; ++j) {
+            auto a = read_arg(args_r.get());
+            if (!a) ::_exit(1);
+            if (a->empty()) break;
+            e["RSYNC_ARG" + std::to_string(j)] = *a;
+            if (j > 4096) ::_exit(1);
+        }
+        ::dup2(args_r.get(), STDIN_FILENO);
+        ::dup2(out_w.get(), STDOUT_FILENO);
+        int status = run_shell(cmd, e);
+        ::_exit(status >= 0 && WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+    }
+    PreXferExec p;
+    p.pid_ = pid;
+    p.args_w_ = std::move(args_w);
+    p.output_r_ = std::move(out_r);
+    return p;
+}
+
+PreXferExec::PreXferExec(PreXferExec&& o) noexcept
+    : pid_(o.pid_), args_w_(std::move(o.args_w_)), output_r_(std::move(o.output_r_)) {
+    o.pid_ = -1;
+}
+
+PreXferExec::~PreXferExec() {
+    if (pid_ <= 0) return;
+    // Never finished (the client went away): the child sees EOF on its pipe and exits 1.
+    args_w_.reset();
+    output_r_.reset();
+    (void)wait_for(pid_);
+}
+
+std::optional<std::string> PreXferExec::finish(const std::string& request, const std::vector<std::string>& args,
+                                               const std::string& input, bool with_arg0) {
+    std::string msg = request + '\0';
+    if (with_arg0) msg += std::string("rsyncd") + '\0';
+    for (const auto& a : args)
+        if (!a.empty()) msg += a + '\0';
+    msg.push_back('\0');
+    msg += input;
+    (void)write_all(args_w_.get(), msg.data(), msg.size());   // a hook that ignores stdin may exit first
+    args_w_.reset();
+    std::string out;
+    char buf[4096];
+    for (;;) {
+        ssize_t n = ::read(output_r_.get(), buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        if (out.size() < kMaxHookOutput) out.append(buf, static_cast<std::size_t>(std::min<std::size_t>(n, kMaxHookOutput - out.size())));
+    }
+    output_r_.reset();
+    int status = wait_for(pid_);
+    pid_ = -1;
+    if (status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0) return std::nullopt;
+    // rsync: CR LF becomes LF in what the command printed.
+    std::string clean;
+    for (std::size_t i = 0; i < out.size(); ++i)
+        if (!(out[i] == '\r' && i + 1 < out.size() && out[i + 1] == '\n')) clean.push_back(out[i]);
+    return "pre-xfer exec returned failure (" + std::to_string(status) + ")" + (clean.empty() ? "" : ":") + "\n" + clean;
+}
+
+Result<void> fork_post_xfer_exec(const std::string& cmd, const HookEnv& env, std::vector<int> close_fds) {
+    spdlog::default_logger()->flush();
+    pid_t pid = ::fork();
+    if (pid < 0) return fail(std::string("fork failed: ") + std::strerror(errno));
+    if (pid == 0) return {};
+    for (int fd : close_fds) ::close(fd);
+    int raw = wait_for(pid);
+    int status = raw >= 0 && WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+    HookEnv e = env;
+    e["RSYNC_RAW_STATUS"] = std::to_string(raw);
+    e["RSYNC_EXIT_STATUS"] = std::to_string(status);
+    if (run_shell(cmd, e) < 0) status = -1;
+    ::_exit(status < 0 ? 1 : status);
+}
+
+}  // namespace sfs::server
