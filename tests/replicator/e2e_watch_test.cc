@@ -245,7 +245,7 @@ TEST_P(E2eWatch, ReaderThroughTheMountSeesWritesMadeWhileEventsWereLost) {
     ASSERT_EQ(mount.wait().status, 0) << mount.log();
     write_file(hold, "");
     std::this_thread::sleep_for(100ms);  // the reader polls the hold file every 20 ms
-    for (int i = 0; i < 50000; ++i) {   // fills the kernel queue (16384): later events are lost
+    for (int i = 0; i < 20000; ++i) {  // 40k events fill the kernel queue (16384): later ones are lost
         const std::string p = env.src + "/burst/f" + std::to_string(i);
         int fd = ::open(p.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
         ASSERT_GE(fd, 0) << p;
@@ -254,6 +254,10 @@ TEST_P(E2eWatch, ReaderThroughTheMountSeesWritesMadeWhileEventsWereLost) {
     write_file(env.src + "/f", "NEW CONTENT 2\n");  // same sizes: attributes alone would not tell
     write_file(env.src + "/d/g", "new g\n");
     write_file(env.src + "/d/h", "appeared\n");
+    // Nothing told the kernel yet: it still serves the old data (unless it dropped its cache
+    // by itself, e.g. under memory pressure -- then this test proves less, and says so).
+    const bool stale = read_file(env.mnt + "/f") == "old content 1\n" && read_file(env.mnt + "/d/g") == "old g\n";
+    if (!stale) std::fprintf(stderr, "note: the kernel dropped the mount's cache by itself\n");
     ASSERT_EQ(::unlink(hold.c_str()), 0);
     ASSERT_EQ(mount.wait(120).status, 0) << mount.log();
     EXPECT_NE(status_field(mount, "overflows"), "0") << mount.status_json();
