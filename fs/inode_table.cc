@@ -344,6 +344,30 @@ std::optional<std::string> InodeTable::path_locked(Inode& inode) {
     return out;
 }
 
+std::vector<InodeTable::KnownNode> InodeTable::known_nodes(const std::string& under) {
+    std::vector<KnownNode> out;
+    std::lock_guard lock(mu_);
+    out.reserve(inodes_.size() + 1);
+    auto add = [&](Inode& node) {
+        KnownNode k;
+        k.path = node.anonymous ? std::nullopt : path_locked(node);
+        if (k.path && !under.empty() && !(*k.path == under || (k.path->size() > under.size() &&
+                                                              k.path->starts_with(under) && (*k.path)[under.size()] == '/'))) {
+            return;
+        }
+        k.id = id_of(&node);
+        k.is_dir = node.is_dir;
+        if (node.named && node.parent) {
+            k.parent = id_of(node.parent);
+            k.name = node.name;
+        }
+        out.push_back(std::move(k));
+    };
+    add(root_);
+    for (auto& [id, node] : inodes_) add(*node);
+    return out;
+}
+
 std::optional<std::string> InodeTable::path_of(Inode& inode) {
     {
         std::lock_guard lock(mu_);

@@ -116,6 +116,20 @@ public:
     // the node may be forgotten right after, so never dereference it.
     fuse_ino_t known_id(const struct stat& st) noexcept;
 
+    // A snapshot of every node the kernel knows (for invalidating the kernel's caches after
+    // events were lost, docs/watcher.md): its id, its last known (parent id, name) if it
+    // still has one, and its path (nullopt when unknown). With `under` non-empty only nodes
+    // at or below that path, and those whose path is unknown. Ids are numbers for
+    // fuse_lowlevel_notify_* only (see known_id).
+    struct KnownNode {
+        fuse_ino_t id = 0;
+        fuse_ino_t parent = 0;  // 0: no known name
+        std::string name;
+        bool is_dir = false;
+        std::optional<std::string> path;
+    };
+    std::vector<KnownNode> known_nodes(const std::string& under);
+
     // A pinned O_PATH fd for `inode` (from the cache, or reopened by handle).
     SysResult<PathFd> path_fd(Inode& inode) noexcept;
 

@@ -98,7 +98,13 @@ int main(int argc, char** argv) {
     if (fuse_daemonize(options.foreground ? 1 : 0) != 0) return 1;
     if (replicator) {
         // The watcher starts inside start(): after the fork (its pid filter is getpid()).
-        replicator->set_invalidator([s = session->get()](const std::string& path) { s->invalidate(path); });
+        replicator->set_invalidator([s = session->get()](const std::string& path, bool subtree) {
+            if (subtree) {
+                s->invalidate_subtree(path);
+            } else {
+                s->invalidate(path);
+            }
+        });
         if (auto s = replicator->start(); !s) {
             spdlog::error("replicator: {}", s.error().message);
             (*session)->unmount();

@@ -42,6 +42,12 @@ public:
     // outside the mount: drops the node's attributes and pages and the (parent, name) entry.
     // Call from any thread except a FUSE handler (the notify calls could deadlock there).
     void invalidate(const std::string& path) noexcept;
+    // Events for SOURCE's subtree `path` ("" = everything) were lost: drops the kernel's
+    // attributes and pages of every node it knows at or below it, every known (parent,
+    // name) entry, and the entry of every name the known directories hold in SOURCE now
+    // (a negative entry cached for a name made meanwhile). Bounded by the inode table and
+    // the sizes of the directories the kernel knows; one directory fd at a time.
+    void invalidate_subtree(const std::string& path) noexcept;
 
     FsContext& context() noexcept { return *ctx_; }
 

@@ -338,6 +338,37 @@ void MirrorReplicator::set_record(std::uint64_t journal_seq) {
     position_ = journal_seq;
 }
 
+void MirrorReplicator::note_stamped(const std::string& path) {
+    if (stamped_all_) return;
+    if (stamped_.size() >= kMaxStamped) {
+        stamped_.clear();
+        stamped_all_ = true;
+        return;
+    }
+    stamped_.insert(path);
+}
+
+bool MirrorReplicator::is_stamped(const std::string& path) const { return stamped_all_ || stamped_.count(path) != 0; }
+
+// The items' files were compared with SOURCE as it is now: stamps made before no longer hide
+// anything there.
+void MirrorReplicator::verified(const std::vector<VerifyItem>& items) {
+    for (const auto& it : items) {
+        if (it.subtree && it.path.empty()) {
+            stamped_.clear();
+            stamped_all_ = false;
+            return;
+        }
+        if (!it.subtree) {
+            stamped_.erase(it.path);
+            continue;
+        }
+        for (auto s = stamped_.lower_bound(it.path); s != stamped_.end() && s->starts_with(it.path);) {
+            s = s->size() == it.path.size() || (*s)[it.path.size()] == '/' ? stamped_.erase(s) : std::next(s);
+        }
+    }
+}
+
 Result<void> MirrorReplicator::send_verify(const std::vector<DecodedRecord>& group) {
     std::vector<VerifyItem> items;
     {
@@ -350,12 +381,15 @@ Result<void> MirrorReplicator::send_verify(const std::vector<DecodedRecord>& gro
         if (!rec.record.path.empty()) mark_attr_dirty(rec.record.path, false);  // its directory's mtime
     }
     position_ = group.front().seq;
-    auto outcome = reconcile_paths(*this, source_dirfd_, options_.excludes, std::move(items), lists_xattrs());
+    const std::vector<VerifyItem> looked_at = items;
+    auto outcome = reconcile_paths(*this, source_dirfd_, options_.excludes, std::move(items), lists_xattrs(),
+                                   [this](const std::string& p) { return is_stamped(p); });
     position_ = std::max(position_, group.back().seq);
     // Connection lost: the records stay unacknowledged (a listing consumes no seq, so
     // completing them here would count them as done); the next session redoes them.
     if (!outcome) return fail(outcome.error().message.empty() ? "connection to " + options_.url + " lost"
                                                               : outcome.error().message);
+    verified(looked_at);
     std::lock_guard lock(mu_);
     complete_records_below(group.back().seq + 1);
     status_.outside_verified += outcome->verified;
@@ -408,10 +442,13 @@ Result<void> MirrorReplicator::send_outside_rename(const DecodedRecord& rec) {
         // The new name (a mis-paired move, or writes after it) and the old one (it may exist
         // again in SOURCE, or still on the mirror when the rename was not sent).
         std::vector<VerifyItem> items{{r.path2, true, rec.seq}, {r.path, true, rec.seq}};
-        auto outcome = reconcile_paths(*this, source_dirfd_, options_.excludes, std::move(items), lists_xattrs());
+        const std::vector<VerifyItem> looked_at = items;
+        auto outcome = reconcile_paths(*this, source_dirfd_, options_.excludes, std::move(items), lists_xattrs(),
+                                       [this](const std::string& p) { return is_stamped(p); });
         if (!outcome) {
             result = fail(outcome.error().message);
         } else {
+            verified(looked_at);
             std::lock_guard lock(mu_);
             status_.outside_verified += outcome->verified;
             status_.outside_changed += outcome->changed;
@@ -600,6 +637,8 @@ Result<void> MirrorReplicator::send_write(const DecodedRecord& rec, InFlight& fl
         }
     }
     // The mirror's in-place write moved its mtime; the source's size and mtime are the truth.
+    note_stamped(r.path);
+    if (src && *src != r.path) note_stamped(*src);
     proto::Setattr fix{next_seq(), r.path, proto::kAttrSize | proto::kAttrMtime, 0, 0, 0, size, {}, ts(st.st_mtim)};
     {
         std::lock_guard lock(mu_);

@@ -43,6 +43,8 @@
 
 namespace sfs::repl {
 
+struct VerifyItem;  // reconcile.h
+
 inline constexpr int kSubSeqBits = 24;
 
 struct MirrorOptions {
@@ -198,6 +200,16 @@ private:
     std::uint64_t position_ = 0;   // last journal record processed (sent or skipped)
     std::uint64_t last_sent_seq_ = 0;  // highest protocol seq used on this stream
     std::set<std::string> attr_dirty_;
+    // Paths whose Write records were sent with SOURCE's size and mtime at send time, since
+    // a Verify last looked at them: an outside change made before that send may hide behind
+    // the stamp, so their verification compares content (reconcile_paths). Bounded: past
+    // kMaxStamped every verified file is compared until a whole-tree Verify.
+    std::set<std::string> stamped_;
+    bool stamped_all_ = false;
+    static constexpr std::size_t kMaxStamped = 65536;
+    void note_stamped(const std::string& path);
+    bool is_stamped(const std::string& path) const;
+    void verified(const std::vector<VerifyItem>& items);
     std::uint64_t next_query_id_ = 1;
     std::uint64_t barrier_sent_position_ = 0;
 

@@ -166,8 +166,9 @@ void OutsideChanges::act(const std::vector<watch::OutsideChange>& batch) {
         }
         if (c.kind == Kind::Renamed) ++renames;
         if (invalidate_) {
-            invalidate_(c.path);
-            if (!c.path2.empty()) invalidate_(c.path2);
+            // Lost events (Overflow): any node below may be cached stale, not just its root.
+            invalidate_(c.path, c.kind == Kind::Overflow);
+            if (!c.path2.empty()) invalidate_(c.path2, false);
         }
     }
     const auto records = records_for(batch);
@@ -232,8 +233,14 @@ void OutsideChanges::check_watcher(Clock::time_point now) {
     last_start_ = now;
     ++restarts_;
     // Changes made while no watcher ran were not seen: verify everything, after the new
-    // watcher is armed (so nothing falls between the two).
+    // watcher is armed (so nothing falls between the two), and drop the mount's kernel
+    // cache of everything (a reader through the mount would see stale data otherwise).
     record_(verify("", true));
+    if (invalidate_) {
+        lock.unlock();
+        invalidate_("", true);
+        lock.lock();
+    }
     ++records_;
     ++fallbacks_;
     last_fallback_ = "/";

@@ -6,7 +6,9 @@
 //    OutsideChangeQueue under one mutex; the worker takes a batch and the count it covers
 //    under the same mutex, so "acted >= n" means "every change received before n was acted on".
 //  - Acting on a batch: the kernel cache of the mount is invalidated for each path (through
-//    the callback fs/main.cc installs; never from a FUSE handler), then each change becomes a
+//    the callback fs/main.cc installs; never from a FUSE handler; for an Overflow every node
+//    the kernel knows in that subtree, since any of them may have changed while events were
+//    lost; likewise the whole tree after a dead watcher's restart), then each change becomes a
 //    journal record (through `record_`, the ChangeTracker): Verify{path} (subtree for a new
 //    directory, a delete and an Overflow) or Rename{from, to, kRenameFromOutside}. Each
 //    mirror's sender acts on them in journal order, per path: a librsync delta, the
@@ -42,9 +44,10 @@
 
 namespace sfs::repl {
 
-// "The kernel may cache `path` (relative to SOURCE; "" = SOURCE) and its entry stale":
-// installed by fs/main.cc (fs::Session::invalidate), called from the worker thread only.
-using InvalidateFn = std::function<void(const std::string& path)>;
+// "The kernel may cache `path` (relative to SOURCE; "" = SOURCE) and its entry stale", and
+// with `subtree` "events for everything below `path` were lost": installed by fs/main.cc
+// (fs::Session::invalidate / invalidate_subtree), called from the worker thread only.
+using InvalidateFn = std::function<void(const std::string& path, bool subtree)>;
 // Journals one record for the mirrors (the ChangeTracker's on_change).
 using RecordFn = std::function<void(const fs::ChangeRecord& record)>;
 

@@ -143,6 +143,8 @@ public:
     Reconciler(MirrorChannel& ch, int source, const std::vector<std::string>& excludes, bool checksum, bool xattrs)
         : ch_(ch), source_(source), excludes_(excludes), checksum_(checksum), xattrs_(xattrs) {}
 
+    void set_content_check(std::function<bool(const std::string&)> fn) { content_check_ = std::move(fn); }
+
     Result<void> run() {
         const auto started = std::chrono::steady_clock::now();
         ch_.progress(std::string("reconcile: listing the mirror") + (checksum_ ? " with checksums" : ""));
@@ -555,6 +557,16 @@ private:
             auto h = hash_file(e.path);
             if (!h) return std::unexpected(h.error());
             same = mirror->hash && *mirror->hash == *h;
+        } else if (same && content_check_ && content_check_(e.path)) {
+            // See reconcile_paths(): the mirror's size and mtime may have been stamped over
+            // an outside change. One more listing round trip, for this file only.
+            auto l = ch_.list_many({{e.path, std::uint32_t{proto::kListChecksums}}});
+            if (!l) return fail(l.error().message, ENOTCONN);
+            const auto& one = l->front();
+            auto h = hash_file(e.path);
+            if (!h) return std::unexpected(h.error());
+            same = one && !one->empty() && one->front().hash && *one->front().hash == *h;
+            if (!same) spdlog::info("outside change '{}': same size and mtime on the mirror, other content", e.path);
         }
         if (same) {
             std::uint32_t mask = 0;
@@ -711,6 +723,7 @@ private:
     const std::vector<std::string>& excludes_;
     const bool checksum_;
     const bool xattrs_;
+    std::function<bool(const std::string&)> content_check_;  // reconcile_paths() only
     std::map<std::string, proto::ListEntry> mirror_;
     std::vector<SrcEntry> source_entries_;
     std::set<std::string> changed_dirs_;
@@ -749,8 +762,10 @@ Result<void> reconcile_tree(MirrorChannel& channel, int source_dirfd, const std:
 }
 
 Result<VerifyOutcome> reconcile_paths(MirrorChannel& channel, int source_dirfd, const std::vector<std::string>& excludes,
-                                      std::vector<VerifyItem> items, bool xattrs) {
+                                      std::vector<VerifyItem> items, bool xattrs,
+                                      const std::function<bool(const std::string&)>& content_check) {
     Reconciler r(channel, source_dirfd, excludes, false, xattrs);
+    r.set_content_check(content_check);
     return r.run_paths(std::move(items));
 }
 

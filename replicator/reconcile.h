@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -52,7 +53,13 @@ struct VerifyOutcome {
 // Verifies a batch of items in journal order: their listings are fetched in one pipelined
 // round trip; items inside a subtree item of the batch are covered by it. Error: only a
 // lost connection (code ENOTCONN) -- the records are then replayed.
+// `content_check(path)`: compare that regular file by content (XXH3-128 on both sides) when
+// size and mtime agree. The sender asks it for files whose Write records it sent with
+// SOURCE's size and mtime *at send time*: an outside change made before that send is then
+// stamped on the mirror without its bytes outside the written ranges, and the quick check
+// alone would take the mirror's copy for equal.
 Result<VerifyOutcome> reconcile_paths(MirrorChannel& channel, int source_dirfd, const std::vector<std::string>& excludes,
-                                      std::vector<VerifyItem> items, bool xattrs);
+                                      std::vector<VerifyItem> items, bool xattrs,
+                                      const std::function<bool(const std::string&)>& content_check = {});
 
 }  // namespace sfs::repl

@@ -276,7 +276,7 @@ fs::ChangeSink& Replicator::sink() {
     return *impl_->tracker;
 }
 
-void Replicator::set_invalidator(std::function<void(const std::string& path)> fn) {
+void Replicator::set_invalidator(std::function<void(const std::string& path, bool subtree)> fn) {
     impl_->outside->set_invalidator(std::move(fn));
 }
 

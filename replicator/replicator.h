@@ -51,7 +51,7 @@ public:
     fs::ChangeSink& sink();
     // Outside-mount watcher: how the mount's kernel cache of a path changed outside it is
     // dropped (fs::Session::invalidate). Install before start().
-    void set_invalidator(std::function<void(const std::string& path)> fn);
+    void set_invalidator(std::function<void(const std::string& path, bool subtree)> fn);
     // Stops every thread. clean: the FUSE session ended normally; wait up to stop_grace for
     // the mirrors, save cursors and write the clean marker.
     void stop(bool clean);

@@ -39,7 +39,8 @@ struct WatchOptions {
     std::vector<std::string> exclude;
     // An unpaired move-out is reported as Deleted after this window.
     std::chrono::milliseconds move_pair_window{50};
-    // inotify mode: how long an expect_own_change() announcement suppresses events on a path,
+    // inotify mode: how long an expect_own_change() announcement can claim events on a path
+    // (only while the path is in the state an own change left, see echo_filter.h),
     // and how long changes are held before that check (so an announcement made right after
     // syncfs's own syscall, e.g. from ChangeSink::on_change, still catches the echo).
     std::chrono::milliseconds echo_ttl{2000};
@@ -97,10 +98,12 @@ public:
     virtual bool caught_up(std::chrono::steady_clock::time_point deadline) = 0;
 
     // True when the backend cannot attribute changes to a process (inotify): the FUSE layer
-    // must then call expect_own_change() before each op it applies to SOURCE.
+    // must then call expect_own_change() just after each op it applies to SOURCE.
     virtual bool needs_echo_hints() const noexcept = 0;
-    // Announces that syncfs itself is about to change `path` (relative to SOURCE): events
-    // on that path are dropped for options.echo_ttl. No-op in fanotify mode.
+    // Announces that syncfs itself has just changed `path` (relative to SOURCE): the path's
+    // state now (lstat) is remembered for options.echo_ttl, and an event on the path is
+    // dropped only while the path is in such a state (echo_filter.h). Call it after the
+    // syscall, from any thread. No-op in fanotify mode.
     virtual void expect_own_change(std::string_view path) noexcept = 0;
 
 protected:

@@ -81,7 +81,10 @@ void WatcherCore::run() noexcept {
             break;
         }
         const bool hold = !options_.fault_hold_file.empty() && ::access(options_.fault_hold_file.c_str(), F_OK) == 0;
-        if (hold || !options_.fault_fail_file.empty()) timeout = timeout < 0 || timeout > 20 ? 20 : timeout;
+        // Fault injection: notice the hold / fail file within 20 ms, also while idle.
+        if (!options_.fault_hold_file.empty() || !options_.fault_fail_file.empty()) {
+            timeout = timeout < 0 || timeout > 20 ? 20 : timeout;
+        }
         // caught_up(): the kernel queue is empty now and nothing is held, so every event
         // queued before kick k (read before this check) has been read and delivered.
         if (const std::uint64_t k = kicks_.load(); k != drained_kick_.load() && !hold && delayed_.empty() &&
@@ -148,11 +151,27 @@ WatchStatus WatcherCore::status() const {
 void WatcherCore::expect_own_change(std::string_view path) noexcept {
     if (!echo_) return;
     try {
-        echo_->expect(path);
+        // The state syncfs's own change left: called just after the syscall (docs/watcher.md).
+        const std::string p(path);
+        echo_->expect(p, NodeState::read(root_.get(), p));
     } catch (...) {
         // Out of memory: the change is then reported as an outside one, which costs a
         // transfer but loses nothing.
     }
+}
+
+bool WatcherCore::is_echo(const Delayed& d) {
+    using K = OutsideChange::Kind;
+    const OutsideChange& c = d.change;
+    if (!echo_ || c.kind == K::Overflow) return false;
+    const auto now = Clock::now();
+    if (!echo_->expected(c.path, now) || (c.kind == K::Renamed && !echo_->expected(c.path2, now))) return false;
+    const bool metadata = c.kind == K::Attrib;
+    if (!echo_->is_own(c.path, d.seen, metadata, now)) return false;
+    if (!echo_->is_own(c.path, NodeState::read(root_.get(), c.path), metadata, now)) return false;
+    if (c.kind != K::Renamed) return true;
+    return echo_->is_own(c.path2, d.seen2, false, now) &&
+           echo_->is_own(c.path2, NodeState::read(root_.get(), c.path2), false, now);
 }
 
 void WatcherCore::report(OutsideChange change) {
@@ -182,7 +201,12 @@ void WatcherCore::report(OutsideChange change) {
         // Bounded: the kernel queue is the real buffer; past this, deliver at once.
         constexpr std::size_t kMaxDelayed = 16384;
         if (delayed_.size() >= kMaxDelayed) flush_delayed(Clock::time_point::max());
-        delayed_.push_back(Delayed{Clock::now() + options_.echo_delay, std::move(change)});
+        // The state now, i.e. (about) when the kernel queued the event: an outside change
+        // followed by one of syncfs's own before this event is handled is told apart by it.
+        NodeState seen = NodeState::read(root_.get(), change.path);
+        NodeState seen2 = change.kind == OutsideChange::Kind::Renamed ? NodeState::read(root_.get(), change.path2)
+                                                                       : NodeState{};
+        delayed_.push_back(Delayed{Clock::now() + options_.echo_delay, std::move(change), seen, seen2});
         return;
     }
     deliver(std::move(change));
@@ -190,23 +214,30 @@ void WatcherCore::report(OutsideChange change) {
 
 void WatcherCore::flush_delayed(Clock::time_point now) noexcept {
     while (!delayed_.empty() && delayed_.front().due <= now) {
-        OutsideChange change = std::move(delayed_.front().change);
+        Delayed d = std::move(delayed_.front());
         delayed_.pop_front();
+        bool echo = false;
         try {
-            if (change.kind == OutsideChange::Kind::Overflow) {
-                ++reported_;
-                sink_.on_outside_change(change);
-                continue;
-            }
-            if (echo_ && echo_->is_own(change.path) &&
-                (change.kind != OutsideChange::Kind::Renamed || echo_->is_own(change.path2))) {
-                ++own_dropped_;
-                continue;
-            }
-            deliver(std::move(change));
+            echo = is_echo(d);
+        } catch (const std::exception&) {
+            echo = false;  // cannot prove it is an echo: report it
+        }
+        if (echo) {
+            ++own_dropped_;
+            continue;
+        }
+        if (d.change.kind == OutsideChange::Kind::Overflow) {
+            ++reported_;
+            sink_.on_outside_change(d.change);
+            continue;
+        }
+        try {
+            deliver(d.change);
         } catch (const std::exception& e) {
             // Only allocation can fail here; the change goes out unfiltered rather than lost.
             spdlog::error("watcher {}: {}", source_path_, e.what());
+            ++reported_;
+            sink_.on_outside_change(d.change);
         }
     }
 }
@@ -228,7 +259,7 @@ void WatcherCore::report_overflow(const std::string& path, const std::string& re
     last_reported_.reset();
     OutsideChange change{OutsideChange::Kind::Overflow, path, {}, true};
     if (echo_) {  // keep the order with the changes held for echo filtering
-        delayed_.push_back(Delayed{Clock::now() + options_.echo_delay, std::move(change)});
+        delayed_.push_back(Delayed{Clock::now() + options_.echo_delay, std::move(change), {}, {}});
         return;
     }
     ++reported_;

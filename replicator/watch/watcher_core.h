@@ -52,10 +52,12 @@ protected:
     virtual bool holds_changes() const noexcept { return false; }
 
     // --- reporting, watcher thread only ---
-    // Delivers `change` unless excluded or announced by expect_own_change(). Consecutive
-    // identical Modified/Attrib changes within one read batch are delivered once. With
-    // echo hints (inotify), changes are held for options.echo_delay first, so an
-    // announcement made just after syncfs's own syscall still catches its echo.
+    // Delivers `change` unless excluded or syncfs's own echo. Consecutive identical
+    // Modified/Attrib changes within one read batch are delivered once. With echo hints
+    // (inotify), the path's state is read now and the change is held for
+    // options.echo_delay, so an announcement made just after syncfs's own syscall can
+    // still claim it; it is dropped only when the state then and now is one syncfs's own
+    // change left (echo_filter.h).
     void report(OutsideChange change);
     // Delivers Overflow(path) (never filtered), counts it and logs `reason`.
     void report_overflow(const std::string& path, const std::string& reason);
@@ -84,7 +86,13 @@ private:
     struct Delayed {
         Clock::time_point due;
         OutsideChange change;
+        // Echo filtering: the state of path (and path2 of a rename) when the event was read.
+        NodeState seen;
+        NodeState seen2;
     };
+    // True when `d` is syncfs's own echo: the path's state when the event was read and now
+    // are both states that syncfs's own changes left (echo_filter.h).
+    bool is_echo(const Delayed& d);
     void run() noexcept;
     void deliver(OutsideChange change);
     void flush_delayed(Clock::time_point now) noexcept;

@@ -76,15 +76,52 @@ TEST(WatchExclude, ComponentAndPathPatterns) {
     EXPECT_FALSE(ExcludeList().excluded("anything"));
 }
 
+NodeState file_state(ino_t ino, off_t size, long ctime_ns, mode_t mode = S_IFREG | 0644) {
+    struct stat st{};
+    st.st_ino = ino;
+    st.st_dev = 1;
+    st.st_mode = mode;
+    st.st_nlink = 1;
+    st.st_size = size;
+    st.st_mtim = {100, ctime_ns};
+    st.st_ctim = {100, ctime_ns};
+    return NodeState::of(st);
+}
+
 TEST(WatchEchoFilter, AnnouncementExpiresAfterTtl) {
     EchoFilter f(std::chrono::milliseconds(100));
     auto t0 = EchoFilter::Clock::now();
-    f.expect("p", t0);
-    EXPECT_TRUE(f.is_own("p", t0 + std::chrono::milliseconds(50)));
-    EXPECT_FALSE(f.is_own("q", t0 + std::chrono::milliseconds(50)));
-    EXPECT_FALSE(f.is_own("p", t0 + std::chrono::milliseconds(100)));
-    f.expect("p", t0 + std::chrono::milliseconds(90));  // renewed
-    EXPECT_TRUE(f.is_own("p", t0 + std::chrono::milliseconds(150)));
+    const NodeState own = file_state(7, 10, 1);
+    f.expect("p", own, t0);
+    EXPECT_TRUE(f.is_own("p", own, false, t0 + std::chrono::milliseconds(50)));
+    EXPECT_FALSE(f.is_own("q", own, false, t0 + std::chrono::milliseconds(50)));
+    EXPECT_FALSE(f.is_own("p", own, false, t0 + std::chrono::milliseconds(100)));
+    f.expect("p", own, t0 + std::chrono::milliseconds(90));  // renewed
+    EXPECT_TRUE(f.is_own("p", own, false, t0 + std::chrono::milliseconds(150)));
+}
+
+// A name match is not enough: only a state an own change left is an echo.
+TEST(WatchEchoFilter, OnlyTheStateOwnChangesLeftIsAnEcho) {
+    EchoFilter f(std::chrono::milliseconds(1000));
+    auto t0 = EchoFilter::Clock::now();
+    f.expect("p", file_state(7, 10, 1), t0);
+    f.expect("p", file_state(7, 20, 2), t0);  // a second own write
+    EXPECT_TRUE(f.is_own("p", file_state(7, 10, 1), false, t0));
+    EXPECT_TRUE(f.is_own("p", file_state(7, 20, 2), false, t0));
+    EXPECT_FALSE(f.is_own("p", file_state(7, 20, 3), false, t0));    // ctime moved: written again
+    EXPECT_FALSE(f.is_own("p", file_state(7, 21, 2), false, t0));    // size
+    EXPECT_FALSE(f.is_own("p", file_state(8, 20, 2), false, t0));    // another inode
+    EXPECT_FALSE(f.is_own("p", file_state(7, 20, 2, S_IFREG | 0600), false, t0));  // chmod
+    EXPECT_FALSE(f.is_own("p", NodeState::absent(), false, t0));     // removed
+    EXPECT_FALSE(f.is_own("p", NodeState{}, false, t0));             // unreadable: never an echo
+    f.expect("gone", NodeState::absent(), t0);
+    EXPECT_TRUE(f.is_own("gone", NodeState::absent(), false, t0));
+    EXPECT_FALSE(f.is_own("gone", file_state(9, 0, 5), false, t0));  // made again outside
+    // A directory: entries made in it move its times, which only an attribute event weighs.
+    f.expect("d", file_state(3, 4096, 1, S_IFDIR | 0755), t0);
+    EXPECT_TRUE(f.is_own("d", file_state(3, 8192, 9, S_IFDIR | 0755), false, t0));
+    EXPECT_FALSE(f.is_own("d", file_state(3, 8192, 9, S_IFDIR | 0755), true, t0));
+    EXPECT_FALSE(f.is_own("d", file_state(3, 4096, 1, S_IFDIR | 0700), false, t0));
 }
 
 }  // namespace

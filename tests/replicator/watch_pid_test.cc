@@ -2,11 +2,14 @@
 //  - fanotify: events carry the writer's pid; those of options.ignore_pid are dropped
 //    exactly. Here ignore_pid is a forked writer's pid: its writes must vanish while another
 //    process's writes in the same directory, at the same time, are reported.
-//  - inotify: no pid; expect_own_change() announcements suppress events on a path for
-//    echo_ttl, and nothing else.
+//  - inotify: no pid; expect_own_change() (made just after syncfs's own syscall) claims the
+//    events of a path only while the path is in the state syncfs's own change left: an
+//    outside change right after an own one is reported (it used to be swallowed for 2 s).
 #include <sys/wait.h>
 
+#include <functional>
 #include <thread>
+#include <vector>
 
 #include "tests/replicator/watch_test_util.h"
 
@@ -88,6 +91,16 @@ TEST(WatchPid, FanotifyDropsExactlyTheIgnoredProcesssChanges) {
     (*w)->stop();
 }
 
+// syncfs's own write as the FUSE layer makes it: each syscall that changes the path (the
+// create, the write) is announced right after it. Closing changes nothing.
+void own_write(Watcher& w, const TempDir& d, const std::string& rel, const std::string& data, off_t off = 0) {
+    UniqueFd fd(::open((d / rel).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+    ASSERT_TRUE(fd.valid()) << rel;
+    w.expect_own_change(rel);
+    ASSERT_EQ(::pwrite(fd.get(), data.data(), data.size(), off), static_cast<ssize_t>(data.size())) << rel;
+    w.expect_own_change(rel);
+}
+
 TEST(WatchPid, InotifyEchoHintsSuppressOnlyTheAnnouncedPathForAWhile) {
     TempDir src;
     RecordingSink sink;
@@ -99,11 +112,10 @@ TEST(WatchPid, InotifyEchoHintsSuppressOnlyTheAnnouncedPathForAWhile) {
     ASSERT_TRUE(w.has_value()) << w.error().message;
     auto& watcher = *w;
     ASSERT_TRUE(watcher->needs_echo_hints());
-    watcher->expect_own_change("mine");
-    write_file(src / "mine");
-    // Announced just after the syscall, as ChangeSink::on_change would: still an echo.
-    write_file(src / "mine-after");
-    watcher->expect_own_change("mine-after");
+    // Announced just after each syscall, as ChangeSink::on_change does: echoes.
+    own_write(*watcher, src, "mine", "x");
+    own_write(*watcher, src, "mine-after", "yy");
+    own_write(*watcher, src, "mine-after", "zz", 2);
     write_file(src / "theirs");
     ASSERT_TRUE(sink.wait_for(Kind::Created, "theirs")) << sink.dump();
     write_file(src / ".marker");
@@ -115,6 +127,85 @@ TEST(WatchPid, InotifyEchoHintsSuppressOnlyTheAnnouncedPathForAWhile) {
     std::this_thread::sleep_for(std::chrono::milliseconds(600));
     append_file(src / "mine", "outside");
     EXPECT_TRUE(sink.wait_for(Kind::Modified, "mine")) << sink.dump();
+    watcher->stop();
+}
+
+// The hole the state check closes: an outside change made right after syncfs's own change
+// to the same path (well inside echo_ttl) must be reported, whatever it changed.
+struct OutsideAfterOwn {
+    const char* name;
+    std::function<void(const TempDir&)> outside;  // runs right after the own write of "f"
+    Kind kind;                                     // what must be reported
+    const char* path;
+};
+
+class WatchEchoRace : public ::testing::TestWithParam<int> {};
+
+TEST_P(WatchEchoRace, OutsideChangeRightAfterAnOwnChangeIsReported) {
+    static const std::vector<OutsideAfterOwn> cases = {
+        {"write, same size", [](const TempDir& d) {
+             UniqueFd fd(::open((d / "f").c_str(), O_WRONLY | O_CLOEXEC));
+             ASSERT_EQ(::pwrite(fd.get(), "OWN 1\n", 6, 0), 6);  // size, mode, inode unchanged
+         }, Kind::Modified, "f"},
+        {"write, longer", [](const TempDir& d) { append_file(d / "f", "more\n"); }, Kind::Modified, "f"},
+        {"chmod", [](const TempDir& d) { ASSERT_EQ(::chmod((d / "f").c_str(), 0600), 0); }, Kind::Attrib, "f"},
+        {"truncate", [](const TempDir& d) { ASSERT_EQ(::truncate((d / "f").c_str(), 2), 0); }, Kind::Modified, "f"},
+        {"rename", [](const TempDir& d) { ASSERT_EQ(::rename((d / "f").c_str(), (d / "g").c_str()), 0); },
+         Kind::Renamed, "f"},
+        {"replace", [](const TempDir& d) {
+             write_file(d / "tmp", "other\n");
+             ASSERT_EQ(::rename((d / "tmp").c_str(), (d / "f").c_str()), 0);
+         }, Kind::Renamed, "tmp"},
+    };
+    const OutsideAfterOwn& c = cases.at(static_cast<std::size_t>(GetParam()));
+    SCOPED_TRACE(c.name);
+    TempDir src;
+    write_file(src / "f", "before\n");
+    RecordingSink sink;
+    WatchOptions options;
+    options.backend = Backend::Inotify;  // echo_ttl 2 s, echo_delay 100 ms: the defaults
+    UniqueFd fd = open_dir(src.path());
+    auto w = Watcher::start(fd.get(), src.path(), options, sink);
+    ASSERT_TRUE(w.has_value()) << w.error().message;
+    auto& watcher = *w;
+    // syncfs's own change, announced as the FUSE layer does (after the syscall)...
+    own_write(*watcher, src, "f", "own 1\n");
+    // ...and at once an operator's, well inside the echo window.
+    c.outside(src);
+    ASSERT_TRUE(watcher->caught_up(std::chrono::steady_clock::now() + 5s));
+    EXPECT_TRUE(sink.wait_for(c.kind, c.path, 0s)) << sink.dump();
+    watcher->stop();
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, WatchEchoRace, ::testing::Range(0, 6));
+
+// Many events of one own op (create, modify, close_write, attrib), and several own ops in a
+// row, are all echoes while nothing else touched the path.
+TEST(WatchPid, InotifyEveryEventOfOwnOpsIsAnEcho) {
+    TempDir src;
+    RecordingSink sink;
+    WatchOptions options;
+    options.backend = Backend::Inotify;
+    UniqueFd fd = open_dir(src.path());
+    auto w = Watcher::start(fd.get(), src.path(), options, sink);
+    ASSERT_TRUE(w.has_value()) << w.error().message;
+    auto& watcher = *w;
+    for (int i = 0; i < 5; ++i) {
+        own_write(*watcher, src, "own", std::string(static_cast<std::size_t>(100 * (i + 1)), 'o'));
+        ASSERT_EQ(::chmod((src / "own").c_str(), i % 2 ? 0600 : 0644), 0);
+        watcher->expect_own_change("own");
+    }
+    ASSERT_EQ(::mkdir((src / "dir").c_str(), 0755), 0);
+    watcher->expect_own_change("dir");
+    own_write(*watcher, src, "dir/inner", "i");
+    ASSERT_EQ(::rename((src / "own").c_str(), (src / "dir/moved").c_str()), 0);
+    watcher->expect_own_change("own");
+    watcher->expect_own_change("dir/moved");
+    write_file(src / ".marker");
+    ASSERT_TRUE(watcher->caught_up(std::chrono::steady_clock::now() + 5s));
+    ASSERT_TRUE(sink.wait_for(Kind::Created, ".marker", 0s)) << sink.dump();
+    for (const auto& c : sink.changes()) EXPECT_EQ(c.path, ".marker") << describe(c) << "\n" << sink.dump();
+    EXPECT_GE(watcher->status().own_dropped, 10u);
     watcher->stop();
 }
 
