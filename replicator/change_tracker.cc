@@ -27,7 +27,14 @@ void ChangeTracker::on_change(const fs::ChangeRecord& record) noexcept {
         if (record.kind == fs::ChangeKind::Write) {
             if (record.length == 0) return;
             auto it = nodes_.find(record.ino);
-            if (it == nodes_.end()) it = nodes_.emplace(record.ino, Node{0, {record.path}}).first;
+            if (it == nodes_.end()) {
+                it = nodes_.emplace(record.ino, Node{0, {record.path}}).first;
+            } else if (it->second.names.empty()) {
+                // Every name the map knew was removed, yet the node is written: it has a name
+                // the map never saw (a link made before the node was tracked). Without one
+                // the sender could not open it and the data would never be sent.
+                it->second.names.push_back(record.path);
+            }
             const NodeKey key{record.ino, it->second.epoch};
             std::uint64_t seq;
             if (!it->second.names.empty() && it->second.names.front() != record.path) {

@@ -139,6 +139,19 @@ TEST_F(TrackerTest, HardlinkKeepsAnotherName) {
     EXPECT_EQ(tracker->source_path(NodeKey{5, recs[0].seq}), "b");
 }
 
+// A file from before the journal, linked as "a" and "c", first seen written through "a":
+// after "a" is unlinked the map knows none of its names. The next write through "c" gives
+// it that name back; the sender used to find no path and silently not send the data.
+TEST_F(TrackerTest, WriteThroughANameTheMapNeverSawGivesTheNodeThatName) {
+    change(K::Write, 6, "a", {}, 0, 10);
+    change(K::Unlink, 6, "a", {}, 0, 0, 1);
+    change(K::Write, 6, "c", {}, 0, 5);
+    auto recs = records();
+    ASSERT_EQ(recs.size(), 3u);
+    EXPECT_EQ(recs[2].record.path, "c");
+    EXPECT_EQ(tracker->source_path(NodeKey{6, 0}), "c");
+}
+
 TEST_F(TrackerTest, RestoredRangesAreTakenAgainByTheResentRecord) {
     change(K::Create, 7, "a");
     change(K::Write, 7, "a", {}, 0, 10);
