@@ -30,6 +30,8 @@ proto::Timestamp ts(const timespec& t) {
     return proto::Timestamp{static_cast<std::int64_t>(t.tv_sec), static_cast<std::uint32_t>(t.tv_nsec)};
 }
 
+bool has_time(const timespec& t) { return t.tv_sec != 0 || t.tv_nsec != 0; }
+
 }  // namespace
 
 MirrorReplicator::MirrorReplicator(std::size_t index, MirrorOptions options, Journal& journal, ChangeTracker& tracker,
@@ -437,6 +439,16 @@ Result<void> MirrorReplicator::wait_window() {
     return {};
 }
 
+Result<void> MirrorReplicator::send_node_time(const fs::ChangeRecord& r) {
+    // A new node: the mirror made it "now"; the record carries SOURCE's time of it. Sent
+    // at once, as the node is at this position of the journal (a time flushed later by
+    // path could miss the node: a hard link whose first name is gone by then, or a name
+    // SOURCE has reused). Records without a time (tests, hand-made) fall back to the flush.
+    mark_attr_dirty(r.path, !has_time(r.mtime));
+    if (!has_time(r.mtime)) return {};
+    return send(proto::Setattr{next_seq(), r.path, proto::kAttrMtime, 0, 0, 0, 0, {}, ts(r.mtime)});
+}
+
 void MirrorReplicator::mark_attr_dirty(const std::string& path, bool node_itself) {
     if (node_itself) attr_dirty_.emplace(path, Clock::time_point{});
     attr_dirty_.emplace(parent_of(path), Clock::time_point{});
@@ -520,7 +532,7 @@ Result<void> MirrorReplicator::send_record(const DecodedRecord& rec) {
             break;
         case K::Create:
             result = send(proto::Create{seq(), r.path, static_cast<std::uint32_t>(r.mode & 07777), r.uid, r.gid});
-            mark_attr_dirty(r.path, true);
+            if (result) result = send_node_time(r);
             break;
         case K::Mknod:
             if (S_ISREG(r.mode)) {
@@ -529,11 +541,11 @@ Result<void> MirrorReplicator::send_record(const DecodedRecord& rec) {
                 result = send(proto::Mknod{seq(), r.path, static_cast<std::uint32_t>(r.mode),
                                            static_cast<std::uint64_t>(r.rdev), r.uid, r.gid});
             }
-            mark_attr_dirty(r.path, true);
+            if (result) result = send_node_time(r);
             break;
         case K::Symlink:
             result = send(proto::Symlink{seq(), r.path, r.target, r.uid, r.gid});
-            mark_attr_dirty(r.path, true);
+            if (result) result = send_node_time(r);
             break;
         case K::Link:
             result = send(proto::Link{seq(), r.path, r.path2});
@@ -559,8 +571,12 @@ Result<void> MirrorReplicator::send_record(const DecodedRecord& rec) {
         case K::Setattr: {
             proto::Setattr m{seq(), r.path, r.attr_mask & proto::kAttrAll, static_cast<std::uint32_t>(r.mode & 07777),
                              r.uid, r.gid, r.size, ts(r.atime), ts(r.mtime)};
+            // A truncate moves the mirror's mtime too: give it SOURCE's, which the record
+            // carries (the node's attributes right after the op).
+            const bool size_only = (r.attr_mask & fs::kAttrSize) && !(r.attr_mask & fs::kAttrMtime);
+            if (size_only && has_time(r.mtime)) m.mask |= proto::kAttrMtime;
             result = send(m);
-            if ((r.attr_mask & fs::kAttrSize) && !(r.attr_mask & fs::kAttrMtime)) attr_dirty_.emplace(r.path, Clock::time_point{});
+            if (size_only && !has_time(r.mtime)) attr_dirty_.emplace(r.path, Clock::time_point{});
             break;
         }
         case K::Setxattr:

@@ -160,6 +160,7 @@ private:
     Result<void> send_write(const DecodedRecord& rec, InFlight& flight);
     Result<void> flush_attrs();
     bool attrs_to_flush() const;
+    Result<void> send_node_time(const fs::ChangeRecord& r);
     void mark_attr_dirty(const std::string& path, bool node_itself);
     void attr_dirty_moved(const std::string& from, const std::string& to, bool exchange);
     void attr_dirty_removed(const std::string& path);
