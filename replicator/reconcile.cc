@@ -385,9 +385,9 @@ public:
     }
 
 private:
-    // For every regular file in source_entries_ with more hard links than entries, finds
+    // For every non-directory in source_entries_ with more hard links than entries, finds
     // its other names by a walk of SOURCE (once per batch, only when such a file is met),
-    // lists them on the mirror and appends them to source_entries_/mirror_: sync_file then
+    // lists them on the mirror and appends them to source_entries_/mirror_: sync_entry then
     // links them to the first name, as the whole-tree pass does. Their directories go to
     // out.touched_dirs (a link moves the directory's mtime on the mirror). Error: only a
     // lost connection.
@@ -398,7 +398,7 @@ private:
         std::set<std::string> present;
         for (const auto& e : source_entries_) {
             present.insert(e.path);
-            if (!S_ISREG(e.st.st_mode) || e.st.st_nlink < 2) continue;
+            if (S_ISDIR(e.st.st_mode) || e.st.st_nlink < 2) continue;
             const Key key{static_cast<std::uint64_t>(e.st.st_dev), static_cast<std::uint64_t>(e.st.st_ino)};
             ++seen[key];
             nlinks[key] = e.st.st_nlink;
@@ -415,7 +415,7 @@ private:
         }
         std::vector<SrcEntry> extra;
         for (const auto& e : *whole_source_) {
-            if (!S_ISREG(e.st.st_mode) || e.st.st_nlink < 2 || present.count(e.path)) continue;
+            if (S_ISDIR(e.st.st_mode) || e.st.st_nlink < 2 || present.count(e.path)) continue;
             const Key key{static_cast<std::uint64_t>(e.st.st_dev), static_cast<std::uint64_t>(e.st.st_ino)};
             if (!missing.count(key)) continue;
             // The walk may be older than this item: take the name only if it still is that file.
@@ -424,7 +424,7 @@ private:
                 now.st_dev != e.st.st_dev) {
                 continue;
             }
-            extra.push_back(SrcEntry{e.path, now, {}});
+            extra.push_back(SrcEntry{e.path, now, e.target});  // a linked symlink keeps its target
         }
         if (extra.empty()) return {};
         std::vector<std::pair<std::string, std::uint32_t>> req;
@@ -516,6 +516,22 @@ private:
         auto m = mirror_.find(e.path);
         const proto::ListEntry* mirror = m == mirror_.end() ? nullptr : &m->second;
         const auto mode = static_cast<std::uint32_t>(st.st_mode & 07777);
+        // Hard links (files, and symlinks and special files too, like rsync -H): the second
+        // and later names of a source inode are links to the first one.
+        if (!S_ISDIR(st.st_mode) && st.st_nlink > 1) {
+            auto key = std::make_pair(static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino));
+            auto leader = links_.find(key);
+            if (leader != links_.end()) {
+                auto lm = mirror_.find(leader->second);
+                if (mirror && lm != mirror_.end() && lm->second.ino == mirror->ino && !resent_.count(leader->second)) {
+                    return {};
+                }
+                ++changed_;
+                changed_dirs_.insert(parent_of(e.path));  // the link moves its directory's mtime
+                return wrap(ch_.mutate(proto::Link{0, e.path, leader->second}));
+            }
+            links_.emplace(key, e.path);
+        }
         switch (st.st_mode & S_IFMT) {
             case S_IFDIR:
                 if (e.path.empty()) return {};
@@ -528,9 +544,10 @@ private:
             case S_IFREG:
                 return sync_file(e, mirror);
             case S_IFLNK:
-                if (!mirror || mirror->target != e.target) {
+                if (!mirror || mirror->target != e.target || (st.st_nlink == 1 && mirror->nlink > 1)) {
                     ++changed_;
                     changed_dirs_.insert(parent_of(e.path));
+                    resent_.insert(e.path);  // a new node: other names are linked to it again
                     if (auto r = ch_.mutate(proto::Symlink{0, e.path, e.target, st.st_uid, st.st_gid}); !r) return wrap(r);
                     return set_times(e);
                 }
@@ -538,9 +555,10 @@ private:
                 return {};
             default:
                 if (!mirror || mirror->rdev != static_cast<std::uint64_t>(st.st_rdev) ||
-                    (mirror->mode & 07777) != mode) {
+                    (mirror->mode & 07777) != mode || (st.st_nlink == 1 && mirror->nlink > 1)) {
                     ++changed_;
                     changed_dirs_.insert(parent_of(e.path));
+                    resent_.insert(e.path);
                     if (auto r = ch_.mutate(proto::Mknod{0, e.path, static_cast<std::uint32_t>(st.st_mode),
                                                          static_cast<std::uint64_t>(st.st_rdev), st.st_uid, st.st_gid});
                         !r) {
@@ -586,21 +604,6 @@ private:
 
     Result<void> sync_file(const SrcEntry& e, const proto::ListEntry* mirror) {
         const struct stat& st = e.st;
-        // Hardlinks: the second and later names of a source inode are links to the first.
-        if (st.st_nlink > 1) {
-            auto key = std::make_pair(static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino));
-            auto leader = links_.find(key);
-            if (leader != links_.end()) {
-                auto lm = mirror_.find(leader->second);
-                if (mirror && lm != mirror_.end() && lm->second.ino == mirror->ino && !resent_.count(leader->second)) {
-                    return {};
-                }
-                ++changed_;
-                changed_dirs_.insert(parent_of(e.path));  // the link moves its directory's mtime
-                return wrap(ch_.mutate(proto::Link{0, e.path, leader->second}));
-            }
-            links_.emplace(key, e.path);
-        }
         bool same = mirror && mirror->type == proto::NodeType::Regular &&
                     mirror->size == static_cast<std::uint64_t>(st.st_size) && mirror->mtime == ts(st.st_mtim);
         // SOURCE's file has this one name but the mirror's copy is linked to others: a new

@@ -262,6 +262,28 @@ TEST(E2eWatchLinks, OutsideWriteToAHardLinkedFileKeepsItsLinksWithoutAWholeTreeP
     EXPECT_NE(status_field(mount, "outside_verified"), "0") << mount.status_json();
 }
 
+// Hard links of symlinks (ln -P) are hard links too, as rsync -H keeps them: a pair made
+// before the mount (the initial whole-tree reconcile) and a pair made beside the mount
+// (verified per path) both end up as one node with two names on the mirror.
+TEST(E2eWatchLinks, HardLinkedSymlinksStayLinkedInBothReconcilePasses) {
+    Env env;
+    ASSERT_EQ(sh("cd " + env.src + " && mkdir d && ln -s some/target d/s1 && ln -P d/s1 s2").status, 0);
+    Syncfsd daemon(env);
+    Mount mount(env, "watch=auto");
+    ASSERT_EQ(mount.wait().status, 0) << mount.log();
+    ASSERT_EQ(sh("cd " + env.src + " && ln -s other/target d/t1 && ln -P d/t1 t2").status, 0);
+    ASSERT_EQ(mount.wait().status, 0) << mount.log();
+    EXPECT_EQ(env.diff(), "") << mount.log();
+    struct stat a, b;
+    ASSERT_EQ(::lstat((env.mirror + "/d/s1").c_str(), &a), 0);
+    ASSERT_EQ(::lstat((env.mirror + "/s2").c_str(), &b), 0);
+    EXPECT_EQ(a.st_ino, b.st_ino);
+    ASSERT_EQ(::lstat((env.mirror + "/d/t1").c_str(), &a), 0);
+    ASSERT_EQ(::lstat((env.mirror + "/t2").c_str(), &b), 0);
+    EXPECT_EQ(a.st_ino, b.st_ino);
+    EXPECT_TRUE(S_ISLNK(b.st_mode));
+}
+
 // Issue 6: a write through the mount costs no extra transfer with the watcher on.
 std::uint64_t bytes_for_4k_write(const std::string& watch, std::string& status) {
     Env env;
