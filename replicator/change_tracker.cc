@@ -64,7 +64,11 @@ void ChangeTracker::on_change(const fs::ChangeRecord& record) noexcept {
             }
             const std::uint64_t seq = journal_.append(record, epoch);
             apply_namespace(record, seq);
-            if (record.kind == fs::ChangeKind::Setattr && (record.attr_mask & fs::kAttrSize)) {
+            // A truncate or a time change of the node splits its writes: the ones after it are
+            // sent by their own record, after it. Otherwise the earlier record's transfer
+            // (and the mtime it sets) would come before the replayed op, which then cuts
+            // their data off or sets an older time that no later record corrects.
+            if (record.kind == fs::ChangeKind::Setattr && (record.attr_mask & (fs::kAttrSize | fs::kAttrMtime))) {
                 for (auto& m : mirrors_) {
                     auto d = m.dirty.find(NodeKey{record.ino, epoch});
                     if (d != m.dirty.end()) d->second.closed = true;

@@ -186,6 +186,25 @@ TEST_F(TrackerTest, TruncateSeparatesWritesBeforeAndAfterIt) {
     EXPECT_EQ(tracker->take_ranges(0, key, recs[3].seq, 50, 50), (std::vector<ByteRange>{{50, 50}}));
 }
 
+// utimes between two writes: the first write's transfer ends with SOURCE's current mtime,
+// the replayed utimes then sets the older one, so the second write must be sent (with its
+// mtime) after it, not folded into the first (the mirror kept the utimes time).
+TEST_F(TrackerTest, TimeChangeSeparatesWritesBeforeAndAfterIt) {
+    change(K::Create, 8, "b");
+    change(K::Write, 8, "b", {}, 0, 100);
+    fs::ChangeRecord t;
+    t.kind = K::Setattr;
+    t.ino = 8;
+    t.path = "b";
+    t.attr_mask = fs::kAttrAtime | fs::kAttrMtime;
+    tracker->on_change(t);
+    change(K::Write, 8, "b", {}, 200, 10);
+    auto recs = records();
+    const NodeKey key{8, recs[0].seq};
+    EXPECT_EQ(tracker->take_ranges(0, key, recs[1].seq, 0, 100), (std::vector<ByteRange>{{0, 100}}));
+    EXPECT_EQ(tracker->take_ranges(0, key, recs[3].seq, 200, 10), (std::vector<ByteRange>{{200, 10}}));
+}
+
 TEST(TrackerDelay, RecordsBecomeReadyAfterTheWindow) {
     char tmpl[] = "/tmp/tracker_test.XXXXXX";
     std::string dir = ::mkdtemp(tmpl);
