@@ -65,8 +65,8 @@ void Session::invalidate_subtree(const std::string& path) noexcept {
         std::uint64_t nodes_done = 0, entries = 0;
         for (const auto& k : nodes) {
             if (fuse_lowlevel_notify_inval_inode(se_, k.id, 0, 0) == 0) ++nodes_done;
-            if (k.parent != 0 && fuse_lowlevel_notify_inval_entry(se_, k.parent, k.name.c_str(), k.name.size()) == 0) {
-                ++entries;
+            for (const auto& [parent, name] : k.names) {
+                if (fuse_lowlevel_notify_inval_entry(se_, parent, name.c_str(), name.size()) == 0) ++entries;
             }
         }
         for (const auto& k : nodes) {

@@ -29,6 +29,9 @@ struct FsContext {
     ChangeSink& sink;
     // Serialises "syscall + emit" of namespace ops so records follow SOURCE order.
     std::mutex ns_mu;
+    // Bumped (under ns_mu) by every op that removes or moves a name, after its syscall and
+    // before its table update: a lookup made without ns_mu checks it (InodeTable::remember).
+    std::atomic<std::uint64_t> ns_gen{0};
     fuse_session* se = nullptr;  // for kernel cache notifications
     // Negotiated at init.
     bool writeback = false;

@@ -15,6 +15,11 @@ namespace {
 // fds kept free of the cache for /dev/fuse, stdio, logs, sockets of other parts.
 constexpr std::size_t kReserve = 48;
 constexpr std::size_t kMinCache = 16;
+// Names remembered per node: a file with more hard links keeps the most recent ones (a
+// forgotten name is learned again by the next lookup through it).
+constexpr std::size_t kMaxNames = 8;
+// Bound of the walk to the root (a cycle would mean a bookkeeping bug; never loop on it).
+constexpr std::size_t kMaxDepth = 4096;
 }  // namespace
 
 PathFd::PathFd(PathFd&& o) noexcept
@@ -40,7 +45,6 @@ InodeTable::InodeTable(UniqueFd root_fd, const struct stat& root_st, std::uint32
     root_.id = SrcId{root_st.st_ino, root_st.st_dev};
     root_.is_dir = true;
     root_.nlookup = 1;
-    root_.named = true;
     root_.fd = root_fd.release();
     if (auto p = sys::fd_path(root_.fd)) source_prefix_ = *p;
     if (auto m = sys::openat(AT_FDCWD, sys::ProcFdPath(root_.fd).c_str(), O_RDONLY | O_DIRECTORY)) {
@@ -146,19 +150,36 @@ void InodeTable::unpin(Inode* inode) noexcept {
     if (last_of_reaped) delete inode;
 }
 
-void InodeTable::set_name_locked(Inode* inode, Inode* parent, const std::string& name,
+void InodeTable::add_name_locked(Inode* inode, Inode* parent, const std::string& name,
                                  std::vector<Inode*>& dead) {
-    if (inode->parent != parent) {
-        Inode* old = inode->parent;
-        if (parent) ++parent->children;
-        inode->parent = parent;
-        if (old) {
-            --old->children;
-            release_locked(old, dead);  // the kernel may have forgotten it already
+    auto& names = inode->names;
+    for (std::size_t i = 0; i < names.size(); ++i) {
+        if (names[i].parent == parent && names[i].name == name) {
+            std::rotate(names.begin(), names.begin() + static_cast<std::ptrdiff_t>(i),
+                        names.begin() + static_cast<std::ptrdiff_t>(i) + 1);
+            return;
         }
     }
-    if (inode->name != name) inode->name = name;
-    inode->named = parent != nullptr;
+    names.insert(names.begin(), InodeName{parent, name});
+    ++parent->children;
+    // A directory has one name: the new one replaces whatever was remembered.
+    const std::size_t keep = inode->is_dir ? 1 : kMaxNames;
+    while (names.size() > keep) drop_name_locked(inode, names.size() - 1, dead);
+}
+
+void InodeTable::remove_name_locked(Inode* inode, Inode* parent, const std::string& name,
+                                    std::vector<Inode*>& dead) {
+    auto& names = inode->names;
+    for (std::size_t i = 0; i < names.size(); ++i) {
+        if (names[i].parent == parent && names[i].name == name) return drop_name_locked(inode, i, dead);
+    }
+}
+
+void InodeTable::drop_name_locked(Inode* inode, std::size_t index, std::vector<Inode*>& dead) {
+    Inode* parent = inode->names[index].parent;
+    inode->names.erase(inode->names.begin() + static_cast<std::ptrdiff_t>(index));
+    --parent->children;
+    release_locked(parent, dead);  // the kernel may have forgotten it already
 }
 
 fuse_ino_t InodeTable::known_id(const struct stat& st) noexcept {
@@ -170,7 +191,8 @@ fuse_ino_t InodeTable::known_id(const struct stat& st) noexcept {
 }
 
 SysResult<Inode*> InodeTable::remember(Inode* parent, const char* name, const struct stat& st,
-                                       UniqueFd fd, bool anonymous) noexcept {
+                                       UniqueFd fd, bool anonymous, const std::atomic<std::uint64_t>* ns_gen,
+                                       std::uint64_t seen_gen) noexcept {
     const SrcId id{st.st_ino, st.st_dev};
     std::string handle;
     Inode* inode = nullptr;
@@ -179,6 +201,9 @@ SysResult<Inode*> InodeTable::remember(Inode* parent, const char* name, const st
         for (int attempt = 0; attempt < 2 && !inode; ++attempt) {
             {
                 std::lock_guard lock(mu_);
+                // A namespace op bumps the generation before it updates the table under mu_:
+                // seeing the old value here means its update comes after ours and corrects it.
+                if (ns_gen && ns_gen->load() != seen_gen) return std::unexpected(EAGAIN);
                 auto it = inodes_.find(id);
                 if (it == inodes_.end() && id == root_.id) {
                     inode = &root_;  // e.g. a bind mount of SOURCE inside itself
@@ -198,7 +223,7 @@ SysResult<Inode*> InodeTable::remember(Inode* parent, const char* name, const st
                         if (anonymous) {
                             inode->anonymous = true;
                         } else {
-                            set_name_locked(inode, parent, name, dead);
+                            add_name_locked(inode, parent, name, dead);
                             inode->anonymous = false;
                         }
                     }
@@ -233,15 +258,22 @@ SysResult<Inode*> InodeTable::remember(Inode* parent, const char* name, const st
 }
 
 void InodeTable::release_locked(Inode* inode, std::vector<Inode*>& dead) noexcept {
-    while (inode && inode != &root_ && inode->nlookup == 0 && inode->children == 0) {
-        Inode* parent = inode->parent;
-        auto it = inodes_.find(inode->id);
-        if (it == inodes_.end() || it->second.get() != inode) break;
+    // Freeing a node drops the references its names hold on their parents, which may free
+    // those in turn.
+    std::vector<Inode*> work{inode};
+    while (!work.empty()) {
+        Inode* cur = work.back();
+        work.pop_back();
+        if (!cur || cur == &root_ || cur->nlookup != 0 || cur->children != 0) continue;
+        auto it = inodes_.find(cur->id);
+        if (it == inodes_.end() || it->second.get() != cur) continue;
         dead.push_back(it->second.release());
         inodes_.erase(it);
-        if (!parent) break;
-        --parent->children;
-        inode = parent;
+        for (const InodeName& n : cur->names) {
+            --n.parent->children;
+            work.push_back(n.parent);
+        }
+        cur->names.clear();
     }
 }
 
@@ -282,16 +314,20 @@ void InodeTable::reap(std::vector<Inode*>& dead) noexcept {
     for (Inode* d : free_now) delete d;
 }
 
-void InodeTable::renamed(SrcId moved, Inode* new_parent, const std::string& new_name) noexcept {
+void InodeTable::renamed(SrcId moved, Inode* old_parent, const std::string& old_name, Inode* new_parent,
+                         const std::string& new_name) noexcept {
     std::vector<Inode*> dead;
     {
         std::lock_guard lock(mu_);
         auto it = inodes_.find(moved);
-        if (it == inodes_.end()) return;
-        try {
-            set_name_locked(it->second.get(), new_parent, new_name, dead);
-        } catch (const std::bad_alloc&) {
-            it->second->named = false;
+        if (it != inodes_.end()) {
+            Inode* inode = it->second.get();
+            remove_name_locked(inode, old_parent, old_name, dead);
+            try {
+                add_name_locked(inode, new_parent, new_name, dead);
+            } catch (const std::bad_alloc&) {
+                // Without the name the path falls back to /proc (never a stale one).
+            }
         }
     }
     reap(dead);
@@ -299,12 +335,17 @@ void InodeTable::renamed(SrcId moved, Inode* new_parent, const std::string& new_
 
 void InodeTable::name_removed(SrcId id, Inode* parent, const std::string& name,
                               std::uint64_t nlink_after) noexcept {
-    std::lock_guard lock(mu_);
-    auto it = inodes_.find(id);
-    if (it == inodes_.end()) return;
-    Inode* inode = it->second.get();
-    if (inode->parent == parent && inode->name == name) inode->named = false;
-    if (nlink_after == 0) inode->anonymous = true;
+    std::vector<Inode*> dead;
+    {
+        std::lock_guard lock(mu_);
+        auto it = inodes_.find(id);
+        if (it != inodes_.end()) {
+            Inode* inode = it->second.get();
+            remove_name_locked(inode, parent, name, dead);
+            if (nlink_after == 0) inode->anonymous = true;
+        }
+    }
+    reap(dead);
 }
 
 void InodeTable::linked(SrcId id, Inode* parent, const std::string& name) noexcept {
@@ -312,12 +353,11 @@ void InodeTable::linked(SrcId id, Inode* parent, const std::string& name) noexce
     {
         std::lock_guard lock(mu_);
         auto it = inodes_.find(id);
-        if (it == inodes_.end()) return;
-        Inode* inode = it->second.get();
-        inode->anonymous = false;
-        if (!inode->named) {
+        if (it != inodes_.end()) {
+            Inode* inode = it->second.get();
+            inode->anonymous = false;
             try {
-                set_name_locked(inode, parent, name, dead);
+                add_name_locked(inode, parent, name, dead);
             } catch (const std::bad_alloc&) {
             }
         }
@@ -332,9 +372,9 @@ bool InodeTable::is_anonymous(Inode& inode) noexcept {
 
 std::optional<std::string> InodeTable::path_locked(Inode& inode) {
     std::vector<const std::string*> parts;
-    for (Inode* cur = &inode; cur != &root_; cur = cur->parent) {
-        if (!cur || !cur->named || !cur->parent) return std::nullopt;
-        parts.push_back(&cur->name);
+    for (Inode* cur = &inode; cur != &root_; cur = cur->names.front().parent) {
+        if (cur->names.empty() || parts.size() >= kMaxDepth) return std::nullopt;
+        parts.push_back(&cur->names.front().name);
     }
     std::string out;
     for (auto it = parts.rbegin(); it != parts.rend(); ++it) {
@@ -357,9 +397,8 @@ std::vector<InodeTable::KnownNode> InodeTable::known_nodes(const std::string& un
         }
         k.id = id_of(&node);
         k.is_dir = node.is_dir;
-        if (node.named && node.parent) {
-            k.parent = id_of(node.parent);
-            k.name = node.name;
+        for (const InodeName& n : node.names) {
+            if (n.parent != nullptr) k.names.emplace_back(id_of(n.parent), n.name);
         }
         out.push_back(std::move(k));
     };

@@ -11,10 +11,18 @@
 //    with open files keep theirs pinned until the last release, so fstat on an open but
 //    unlinked file still works. If SOURCE's filesystem has no file handles the fd stays
 //    pinned for the Inode's lifetime (logged once at mount time: the cap cannot hold).
-//  - Path cache: each Inode remembers the parent Inode and name it was last seen under
-//    (lookup, create, rename through the mount). A node's path is the walk up to the root.
-//    A node whose last known name went away (unlink, replaced by rename) falls back to
+//  - Path cache: each Inode remembers the names (parent Inode, name) it is known under
+//    (lookup, create, link, rename through the mount), the most recent first; a directory
+//    has one. Every entry is a name the node has on SOURCE right now: namespace ops through
+//    the mount remove exactly the (parent, name) they removed or moved, so a hard-linked
+//    file whose remembered name is unlinked still has its other names. A node's path is the
+//    walk up to the root through the first names. A node with no known name falls back to
 //    readlink(/proc/self/fd/N) of its O_PATH fd; an unlinked node (nlink 0) has no path.
+//  - A lookup runs without ns_mu (the kernel revalidates cached entries without the parent
+//    directory's lock), so it may open a name just before a rename or unlink moves it. The
+//    caller passes the namespace generation it saw before opening the name; remember()
+//    refuses (EAGAIN) if a namespace op ran since, and the caller redoes it under ns_mu.
+//    Namespace ops bump the generation after their syscall and before updating the table.
 //
 // Lock order: FsContext::ns_mu (namespace ops) -> InodeTable::mu_ -> InodeTable::fd_mu_.
 // No lock is held across a FUSE reply or a ChangeSink call except ns_mu.
@@ -50,6 +58,14 @@ struct SrcIdHash {
     }
 };
 
+struct Inode;
+
+// One name of a node: the entry `name` in the directory `parent`.
+struct InodeName {
+    Inode* parent = nullptr;  // holds one `children` reference on it
+    std::string name;
+};
+
 struct Inode {
     SrcId id;
     bool is_dir = false;
@@ -57,10 +73,8 @@ struct Inode {
 
     // Guarded by InodeTable::mu_.
     std::uint64_t nlookup = 0;
-    std::uint32_t children = 0;  // Inodes whose `parent` is this one
-    Inode* parent = nullptr;
-    std::string name;
-    bool named = false;          // parent/name still a valid name of this node
+    std::uint32_t children = 0;  // InodeName entries (of any Inode) whose parent is this one
+    std::vector<InodeName> names;  // valid names, most recently confirmed first; dirs: at most one
     bool anonymous = false;      // nlink reached 0 (unlinked, or O_TMPFILE not linked yet)
 
     // Guarded by InodeTable::fd_mu_.
@@ -117,14 +131,13 @@ public:
     fuse_ino_t known_id(const struct stat& st) noexcept;
 
     // A snapshot of every node the kernel knows (for invalidating the kernel's caches after
-    // events were lost, docs/watcher.md): its id, its last known (parent id, name) if it
-    // still has one, and its path (nullopt when unknown). With `under` non-empty only nodes
-    // at or below that path, and those whose path is unknown. Ids are numbers for
+    // events were lost, docs/watcher.md): its id, every known (parent id, name) it still
+    // has, and its path (nullopt when unknown). With `under` non-empty only nodes at or below
+    // that path, and those whose path is unknown. Ids are numbers for
     // fuse_lowlevel_notify_* only (see known_id).
     struct KnownNode {
         fuse_ino_t id = 0;
-        fuse_ino_t parent = 0;  // 0: no known name
-        std::string name;
+        std::vector<std::pair<fuse_ino_t, std::string>> names;  // (parent id, name)
         bool is_dir = false;
         std::optional<std::string> path;
     };
@@ -135,14 +148,22 @@ public:
 
     // Records that the kernel now knows the node `st` as `parent`/`name` (one more lookup).
     // `path_fd` is an O_PATH fd of that node; it is kept in the cache or closed.
+    // `ns_gen`/`seen_gen` (callers without ns_mu): if *ns_gen moved past seen_gen, a
+    // namespace op ran since the name was opened and it may be stale: nothing is recorded
+    // and EAGAIN is returned (redo the lookup under ns_mu).
     SysResult<Inode*> remember(Inode* parent, const char* name, const struct stat& st,
-                               UniqueFd path_fd, bool anonymous = false) noexcept;
+                               UniqueFd path_fd, bool anonymous = false,
+                               const std::atomic<std::uint64_t>* ns_gen = nullptr,
+                               std::uint64_t seen_gen = 0) noexcept;
 
     // The kernel dropped `n` references.
     void forget(Inode* inode, std::uint64_t n) noexcept;
 
-    // Path bookkeeping after namespace ops through the mount (call under ns_mu).
-    void renamed(SrcId moved, Inode* new_parent, const std::string& new_name) noexcept;
+    // Path bookkeeping after namespace ops through the mount (call under ns_mu, after the
+    // syscall succeeded). renamed: the name old_parent/old_name of `moved` is now
+    // new_parent/new_name (for RENAME_EXCHANGE call it for both nodes).
+    void renamed(SrcId moved, Inode* old_parent, const std::string& old_name, Inode* new_parent,
+                 const std::string& new_name) noexcept;
     void name_removed(SrcId id, Inode* parent, const std::string& name, std::uint64_t nlink_after) noexcept;
     void linked(SrcId id, Inode* parent, const std::string& name) noexcept;
 
@@ -167,8 +188,11 @@ private:
     void unpin(Inode* inode) noexcept;
     std::optional<std::string> path_locked(Inode& inode);   // mu_ held
     void release_locked(Inode* inode, std::vector<Inode*>& dead) noexcept;  // mu_ held
-    void set_name_locked(Inode* inode, Inode* parent, const std::string& name,
+    void add_name_locked(Inode* inode, Inode* parent, const std::string& name,
                          std::vector<Inode*>& dead);  // mu_ held
+    void remove_name_locked(Inode* inode, Inode* parent, const std::string& name,
+                            std::vector<Inode*>& dead);  // mu_ held
+    void drop_name_locked(Inode* inode, std::size_t index, std::vector<Inode*>& dead);  // mu_ held
     void reap(std::vector<Inode*>& dead) noexcept;     // no lock held: closes fds, frees
     void lru_add_locked(Inode* inode) noexcept;    // fd_mu_ held
     void lru_remove_locked(Inode* inode) noexcept; // fd_mu_ held

@@ -14,15 +14,28 @@ namespace sfs::fs {
 
 SysResult<fuse_entry_param> lookup_entry(FsContext& ctx, Inode& parent, int parent_fd,
                                          const char* name) noexcept {
-    auto fd = sys::openat(parent_fd, name, O_PATH | O_NOFOLLOW);
-    if (!fd) return std::unexpected(fd.error());
-    auto st = sys::fstat(fd->get());
-    if (!st) return std::unexpected(st.error());
-    auto inode = ctx.table.remember(&parent, name, *st, std::move(*fd));
+    // Without ns_mu first (lookups are frequent); if a rename or unlink ran meanwhile the
+    // name may already be stale, so it is redone under ns_mu, where no name moves.
+    // (Callers never hold ns_mu.)
+    struct stat stat_out{};
+    auto once = [&](bool locked) -> SysResult<Inode*> {
+        const std::uint64_t gen = ctx.ns_gen.load();
+        auto fd = sys::openat(parent_fd, name, O_PATH | O_NOFOLLOW);
+        if (!fd) return std::unexpected(fd.error());
+        auto st = sys::fstat(fd->get());
+        if (!st) return std::unexpected(st.error());
+        stat_out = *st;
+        return ctx.table.remember(&parent, name, *st, std::move(*fd), false, locked ? nullptr : &ctx.ns_gen, gen);
+    };
+    auto inode = once(false);
+    if (!inode && inode.error() == EAGAIN) {
+        std::lock_guard lock(ctx.ns_mu);
+        inode = once(true);
+    }
     if (!inode) return std::unexpected(inode.error());
     fuse_entry_param e{};
     e.ino = ctx.table.id_of(*inode);
-    e.attr = *st;
+    e.attr = stat_out;
     e.attr_timeout = ctx.timeout;
     e.entry_timeout = ctx.timeout;
     return e;

@@ -30,6 +30,7 @@ void guarded(fuse_req_t req, const char* op, F&& body) noexcept {
 }
 
 // Looks `name` up in `parent` on SOURCE and registers it with the table (one lookup).
+// Takes ns_mu itself when a namespace op raced with it: never call it with ns_mu held.
 SysResult<fuse_entry_param> lookup_entry(FsContext& ctx, Inode& parent, int parent_fd,
                                          const char* name) noexcept;
 

@@ -173,6 +173,7 @@ void remove_name(fuse_req_t req, fuse_ino_t parent, const char* name, bool dir) 
     if (auto r = sys::check(::unlinkat(pfd->get(), name, dir ? AT_REMOVEDIR : 0)); !r) {
         return (void)fuse_reply_err(req, r.error());
     }
+    ctx.ns_gen.fetch_add(1);  // before the table update (InodeTable::remember)
     ChangeRecord rec;
     rec.kind = dir ? ChangeKind::Rmdir : ChangeKind::Unlink;
     if (st) {
@@ -212,6 +213,13 @@ void rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newp
         if (auto r = sys::check(::renameat2(pfd->get(), name, npfd->get(), newname, flags)); !r) {
             return (void)fuse_reply_err(req, r.error());
         }
+        // Both names are links of one node: rename(2) does nothing, so neither does the
+        // table, and no record is made. Replayed on a mirror where the two names were (still
+        // or wrongly) different files, a Rename would delete the first name there.
+        if (st_old && st_new && st_old->st_ino == st_new->st_ino && st_old->st_dev == st_new->st_dev) {
+            return (void)fuse_reply_err(req, 0);
+        }
+        ctx.ns_gen.fetch_add(1);  // before the table update (InodeTable::remember)
         ChangeRecord rec;
         rec.kind = ChangeKind::Rename;
         rec.path = old_path.value_or(name);
@@ -221,12 +229,12 @@ void rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newp
             set_node_attrs(rec, *st_old);
             const SrcId moved{st_old->st_ino, st_old->st_dev};
             if (flags & RENAME_EXCHANGE) {
-                if (st_new) ctx.table.renamed(SrcId{st_new->st_ino, st_new->st_dev}, &p, name);
-            } else if (st_new && !(st_new->st_ino == st_old->st_ino && st_new->st_dev == st_old->st_dev)) {
+                if (st_new) ctx.table.renamed(SrcId{st_new->st_ino, st_new->st_dev}, &np, newname, &p, name);
+            } else if (st_new) {
                 std::uint64_t left = S_ISDIR(st_new->st_mode) || st_new->st_nlink == 0 ? 0 : st_new->st_nlink - 1;
                 ctx.table.name_removed(SrcId{st_new->st_ino, st_new->st_dev}, &np, newname, left);
             }
-            ctx.table.renamed(moved, &np, newname);
+            ctx.table.renamed(moved, &p, name, &np, newname);
         }
         ctx.sink.on_change(rec);
         fuse_reply_err(req, 0);

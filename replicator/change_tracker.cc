@@ -27,7 +27,14 @@ void ChangeTracker::on_change(const fs::ChangeRecord& record) noexcept {
         if (record.kind == fs::ChangeKind::Write) {
             if (record.length == 0) return;
             auto it = nodes_.find(record.ino);
-            if (it == nodes_.end()) it = nodes_.emplace(record.ino, Node{0, {record.path}}).first;
+            if (it == nodes_.end()) {
+                it = nodes_.emplace(record.ino, Node{0, {record.path}}).first;
+            } else if (it->second.names.empty()) {
+                // Every name the map knew was removed, yet the node is written: it has a name
+                // the map never saw (a link made before the node was tracked). Without one
+                // the sender could not open it and the data would never be sent.
+                it->second.names.push_back(record.path);
+            }
             const NodeKey key{record.ino, it->second.epoch};
             std::uint64_t seq;
             if (!it->second.names.empty() && it->second.names.front() != record.path) {
@@ -57,7 +64,11 @@ void ChangeTracker::on_change(const fs::ChangeRecord& record) noexcept {
             }
             const std::uint64_t seq = journal_.append(record, epoch);
             apply_namespace(record, seq);
-            if (record.kind == fs::ChangeKind::Setattr && (record.attr_mask & fs::kAttrSize)) {
+            // A truncate or a time change of the node splits its writes: the ones after it are
+            // sent by their own record, after it. Otherwise the earlier record's transfer
+            // (and the mtime it sets) would come before the replayed op, which then cuts
+            // their data off or sets an older time that no later record corrects.
+            if (record.kind == fs::ChangeKind::Setattr && (record.attr_mask & (fs::kAttrSize | fs::kAttrMtime))) {
                 for (auto& m : mirrors_) {
                     auto d = m.dirty.find(NodeKey{record.ino, epoch});
                     if (d != m.dirty.end()) d->second.closed = true;

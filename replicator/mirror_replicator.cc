@@ -30,6 +30,8 @@ proto::Timestamp ts(const timespec& t) {
     return proto::Timestamp{static_cast<std::int64_t>(t.tv_sec), static_cast<std::uint32_t>(t.tv_nsec)};
 }
 
+bool has_time(const timespec& t) { return t.tv_sec != 0 || t.tv_nsec != 0; }
+
 }  // namespace
 
 MirrorReplicator::MirrorReplicator(std::size_t index, MirrorOptions options, Journal& journal, ChangeTracker& tracker,
@@ -394,8 +396,9 @@ Result<void> MirrorReplicator::send_verify(const std::vector<DecodedRecord>& gro
     complete_records_below(group.back().seq + 1);
     status_.outside_verified += outcome->verified;
     status_.outside_changed += outcome->changed;
+    for (const auto& dir : outcome->touched_dirs) attr_dirty_.emplace(dir, Clock::time_point{});
     if (outcome->needs_full) {
-        // Hard links made outside, or a listing the mirror could not complete.
+        // A listing the mirror could not complete.
         reconcile_wanted_ = true;
     }
     return {};
@@ -432,6 +435,7 @@ Result<void> MirrorReplicator::send_outside_rename(const DecodedRecord& rec) {
     mark_attr_dirty(r.path2, false);
     if (ok) {
         result = mutate(proto::Rename{0, r.path, r.path2, 0});
+        attr_dirty_moved(r.path, r.path2, false);
         std::lock_guard lock(mu_);
         ++status_.outside_renames;
     } else {
@@ -449,6 +453,7 @@ Result<void> MirrorReplicator::send_outside_rename(const DecodedRecord& rec) {
             result = fail(outcome.error().message);
         } else {
             verified(looked_at);
+            for (const auto& dir : outcome->touched_dirs) attr_dirty_.emplace(dir, Clock::time_point{});
             std::lock_guard lock(mu_);
             status_.outside_verified += outcome->verified;
             status_.outside_changed += outcome->changed;
@@ -471,9 +476,58 @@ Result<void> MirrorReplicator::wait_window() {
     return {};
 }
 
+Result<void> MirrorReplicator::send_node_time(const fs::ChangeRecord& r) {
+    // A new node: the mirror made it "now"; the record carries SOURCE's time of it. Sent
+    // at once, as the node is at this position of the journal (a time flushed later by
+    // path could miss the node: a hard link whose first name is gone by then, or a name
+    // SOURCE has reused). Records without a time (tests, hand-made) fall back to the flush.
+    mark_attr_dirty(r.path, !has_time(r.mtime));
+    if (!has_time(r.mtime)) return {};
+    return send(proto::Setattr{next_seq(), r.path, proto::kAttrMtime, 0, 0, 0, 0, {}, ts(r.mtime)});
+}
+
 void MirrorReplicator::mark_attr_dirty(const std::string& path, bool node_itself) {
-    if (node_itself) attr_dirty_.insert(path);
-    attr_dirty_.insert(parent_of(path));
+    if (node_itself) attr_dirty_.emplace(path, Clock::time_point{});
+    attr_dirty_.emplace(parent_of(path), Clock::time_point{});
+}
+
+namespace {
+bool at_or_below(const std::string& path, const std::string& dir) {
+    return path == dir || (path.size() > dir.size() && path.starts_with(dir) && path[dir.size()] == '/');
+}
+
+// Removes the keys at or below `dir` (they are among the run of keys starting with it).
+std::vector<std::string> extract_at_or_below(std::map<std::string, Clock::time_point>& m, const std::string& dir) {
+    std::vector<std::string> out;
+    for (auto it = m.lower_bound(dir); it != m.end() && it->first.starts_with(dir);) {
+        if (at_or_below(it->first, dir)) {
+            out.push_back(it->first);
+            it = m.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    return out;
+}
+}  // namespace
+
+void MirrorReplicator::attr_dirty_moved(const std::string& from, const std::string& to, bool exchange) {
+    // Pending times follow a rename (the mirror has those nodes under the new name now, and
+    // they need their time again); what the rename replaced is gone.
+    std::vector<std::string> moved, back;
+    for (auto* m : {&attr_dirty_, &attr_unsure_}) {
+        for (auto& p : extract_at_or_below(*m, from)) moved.push_back(std::move(p));
+        for (auto& p : extract_at_or_below(*m, to)) {
+            if (exchange) back.push_back(std::move(p));
+        }
+    }
+    for (const auto& p : moved) attr_dirty_.emplace(to + p.substr(from.size()), Clock::time_point{});
+    for (const auto& p : back) attr_dirty_.emplace(from + p.substr(to.size()), Clock::time_point{});
+}
+
+void MirrorReplicator::attr_dirty_removed(const std::string& path) {
+    extract_at_or_below(attr_dirty_, path);
+    extract_at_or_below(attr_unsure_, path);
 }
 
 Result<void> MirrorReplicator::send_record(const DecodedRecord& rec) {
@@ -515,7 +569,7 @@ Result<void> MirrorReplicator::send_record(const DecodedRecord& rec) {
             break;
         case K::Create:
             result = send(proto::Create{seq(), r.path, static_cast<std::uint32_t>(r.mode & 07777), r.uid, r.gid});
-            mark_attr_dirty(r.path, true);
+            if (result) result = send_node_time(r);
             break;
         case K::Mknod:
             if (S_ISREG(r.mode)) {
@@ -524,11 +578,11 @@ Result<void> MirrorReplicator::send_record(const DecodedRecord& rec) {
                 result = send(proto::Mknod{seq(), r.path, static_cast<std::uint32_t>(r.mode),
                                            static_cast<std::uint64_t>(r.rdev), r.uid, r.gid});
             }
-            mark_attr_dirty(r.path, true);
+            if (result) result = send_node_time(r);
             break;
         case K::Symlink:
             result = send(proto::Symlink{seq(), r.path, r.target, r.uid, r.gid});
-            mark_attr_dirty(r.path, true);
+            if (result) result = send_node_time(r);
             break;
         case K::Link:
             result = send(proto::Link{seq(), r.path, r.path2});
@@ -536,23 +590,30 @@ Result<void> MirrorReplicator::send_record(const DecodedRecord& rec) {
             break;
         case K::Rename:
             result = send(proto::Rename{seq(), r.path, r.path2, r.flags & proto::kRenameAll});
+            attr_dirty_moved(r.path, r.path2, (r.flags & proto::kRenameExchange) != 0);
             mark_attr_dirty(r.path, false);
             mark_attr_dirty(r.path2, false);
             break;
         case K::Unlink:
             result = send(proto::Unlink{seq(), r.path});
+            attr_dirty_removed(r.path);
             mark_attr_dirty(r.path, false);
             if (r.nlink == 0) tracker_.drop(index_, key);
             break;
         case K::Rmdir:
             result = send(proto::Rmdir{seq(), r.path});
+            attr_dirty_removed(r.path);
             mark_attr_dirty(r.path, false);
             break;
         case K::Setattr: {
             proto::Setattr m{seq(), r.path, r.attr_mask & proto::kAttrAll, static_cast<std::uint32_t>(r.mode & 07777),
                              r.uid, r.gid, r.size, ts(r.atime), ts(r.mtime)};
+            // A truncate moves the mirror's mtime too: give it SOURCE's, which the record
+            // carries (the node's attributes right after the op).
+            const bool size_only = (r.attr_mask & fs::kAttrSize) && !(r.attr_mask & fs::kAttrMtime);
+            if (size_only && has_time(r.mtime)) m.mask |= proto::kAttrMtime;
             result = send(m);
-            if ((r.attr_mask & fs::kAttrSize) && !(r.attr_mask & fs::kAttrMtime)) attr_dirty_.insert(r.path);
+            if (size_only && !has_time(r.mtime)) attr_dirty_.emplace(r.path, Clock::time_point{});
             break;
         }
         case K::Setxattr:
@@ -650,16 +711,43 @@ Result<void> MirrorReplicator::send_write(const DecodedRecord& rec, InFlight& fl
 Result<void> MirrorReplicator::flush_attrs() {
     // Directory (and new node) mtimes, taken from SOURCE now that the mirror is caught up:
     // creating, renaming and deleting entries moved them on both sides at different times.
-    for (const std::string& path : attr_dirty_) {
+    //
+    // Every path here names a node the mirror has at position_ (records that remove or move
+    // one update the sets). SOURCE, though, may be ahead of the journal: a rename whose
+    // record is not durable yet, or made a moment ago and not even appended (the fs appends
+    // just after its syscall). A time read then may be another node's, so a path flushed
+    // while the journal moved stays in attr_unsure_ and is flushed again at the next
+    // catch-up during which the journal stands still. A path missing in SOURCE is kept for
+    // 2 s (the record that moved it may still come and move the entry with it).
+    const std::uint64_t before = journal_.last_seq();
+    const bool still = before == position_;
+    if (still) {
+        for (auto& [path, since] : attr_unsure_) attr_dirty_.emplace(path, since);
+        attr_unsure_.clear();
+    }
+    const auto now = Clock::now();
+    std::map<std::string, Clock::time_point> missing;
+    std::vector<std::string> sent;
+    for (auto& [path, since] : attr_dirty_) {
         struct stat st;
         if (::fstatat(source_dirfd_, path.empty() ? "." : path.c_str(), &st,
                       AT_SYMLINK_NOFOLLOW | (path.empty() ? AT_EMPTY_PATH : 0)) != 0) {
+            const auto first = since == Clock::time_point{} ? now : since;
+            if (errno == ENOENT && now - first < std::chrono::seconds(2)) missing.emplace(path, first);
             continue;
         }
         if (auto r = mutate(proto::Setattr{0, path, proto::kAttrMtime, 0, 0, 0, 0, {}, ts(st.st_mtim)}); !r) return r;
+        sent.push_back(path);
     }
-    attr_dirty_.clear();
+    if (!still || journal_.last_seq() != before) {
+        for (auto& p : sent) attr_unsure_.emplace(std::move(p), Clock::time_point{});
+    }
+    attr_dirty_ = std::move(missing);
     return {};
+}
+
+bool MirrorReplicator::attrs_to_flush() const {
+    return !attr_dirty_.empty() || (!attr_unsure_.empty() && journal_.last_seq() == position_);
 }
 
 Result<void> MirrorReplicator::session(MirrorConnection& conn) {
@@ -774,7 +862,7 @@ Result<void> MirrorReplicator::session(MirrorConnection& conn) {
             continue;
         }
         // Caught up with the journal.
-        if (!attr_dirty_.empty()) {
+        if (attrs_to_flush()) {
             if (auto r = flush_attrs(); !r) return r;
             tracker_.prune(index_, position_);
         }

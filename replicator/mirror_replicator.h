@@ -29,6 +29,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -160,7 +161,11 @@ private:
     void complete_records_below(std::uint64_t record);  // mu_ held
     Result<void> send_write(const DecodedRecord& rec, InFlight& flight);
     Result<void> flush_attrs();
+    bool attrs_to_flush() const;
+    Result<void> send_node_time(const fs::ChangeRecord& r);
     void mark_attr_dirty(const std::string& path, bool node_itself);
+    void attr_dirty_moved(const std::string& from, const std::string& to, bool exchange);
+    void attr_dirty_removed(const std::string& path);
     Result<void> wait_window();
     void on_disconnect();
     void set_error(const std::string& message);
@@ -199,7 +204,11 @@ private:
     MirrorConnection* conn_ = nullptr;
     std::uint64_t position_ = 0;   // last journal record processed (sent or skipped)
     std::uint64_t last_sent_seq_ = 0;  // highest protocol seq used on this stream
-    std::set<std::string> attr_dirty_;
+    // Paths whose mtime is to be set from SOURCE once caught up; the value is when the path
+    // was first found missing in SOURCE (time_point{}: not missing). attr_unsure_: paths
+    // whose time was read while SOURCE was ahead of the journal (flush_attrs()).
+    std::map<std::string, std::chrono::steady_clock::time_point> attr_dirty_;
+    std::map<std::string, std::chrono::steady_clock::time_point> attr_unsure_;
     // Paths whose Write records were sent with SOURCE's size and mtime at send time, since
     // a Verify last looked at them: an outside change made before that send may hide behind
     // the stamp, so their verification compares content (reconcile_paths). Bounded: past

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <unordered_map>
 
@@ -274,14 +275,6 @@ public:
                     if (n < 0) continue;  // replaced meanwhile: a later change covers it
                     e.target.assign(buf, static_cast<std::size_t>(n));
                 }
-                if (S_ISREG(st.st_mode) && st.st_nlink > 1) {
-                    // Its other names may be anywhere: only the whole-tree pass links them.
-                    auto m = mirror_.find(item.path);
-                    if (m == mirror_.end() || m->second.size != static_cast<std::uint64_t>(st.st_size) ||
-                        m->second.mtime != ts(st.st_mtim)) {
-                        out.needs_full = true;
-                    }
-                }
                 source_entries_.push_back(std::move(e));
                 if (whole) {
                     if (item.path.empty()) {
@@ -297,6 +290,9 @@ public:
                 }
             }
             if (!in_source && !mirror_has) continue;
+            // Files with several hard links: their other names (anywhere in SOURCE) are
+            // verified with them, so they stay links of one file on the mirror.
+            if (auto r = add_other_links(out); !r) return std::unexpected(r.error());
             const std::uint64_t changed_before = changed_;
             const std::size_t deleted = apply(unreadable, std::string(), false);
             if (deleted == kConnLost) return fail(conn_lost_, ENOTCONN);
@@ -391,6 +387,61 @@ public:
     }
 
 private:
+    // For every non-directory in source_entries_ with more hard links than entries, finds
+    // its other names by a walk of SOURCE (once per batch, only when such a file is met),
+    // lists them on the mirror and appends them to source_entries_/mirror_: sync_entry then
+    // links them to the first name, as the whole-tree pass does. Their directories go to
+    // out.touched_dirs (a link moves the directory's mtime on the mirror). Error: only a
+    // lost connection.
+    Result<void> add_other_links(VerifyOutcome& out) {
+        using Key = std::pair<std::uint64_t, std::uint64_t>;
+        std::map<Key, std::uint64_t> seen;  // (dev, ino) -> names of it in source_entries_
+        std::map<Key, nlink_t> nlinks;
+        std::set<std::string> present;
+        for (const auto& e : source_entries_) {
+            present.insert(e.path);
+            if (S_ISDIR(e.st.st_mode) || e.st.st_nlink < 2) continue;
+            const Key key{static_cast<std::uint64_t>(e.st.st_dev), static_cast<std::uint64_t>(e.st.st_ino)};
+            ++seen[key];
+            nlinks[key] = e.st.st_nlink;
+        }
+        std::set<Key> missing;
+        for (const auto& [key, n] : seen) {
+            if (n < nlinks[key]) missing.insert(key);
+        }
+        if (missing.empty()) return {};
+        if (!whole_source_) {
+            whole_source_.emplace();
+            std::vector<std::string> unreadable;
+            walk(source_, "", excludes_, *whole_source_, unreadable);
+        }
+        std::vector<SrcEntry> extra;
+        for (const auto& e : *whole_source_) {
+            if (S_ISDIR(e.st.st_mode) || e.st.st_nlink < 2 || present.count(e.path)) continue;
+            const Key key{static_cast<std::uint64_t>(e.st.st_dev), static_cast<std::uint64_t>(e.st.st_ino)};
+            if (!missing.count(key)) continue;
+            // The walk may be older than this item: take the name only if it still is that file.
+            struct stat now;
+            if (::fstatat(source_, e.path.c_str(), &now, AT_SYMLINK_NOFOLLOW) != 0 || now.st_ino != e.st.st_ino ||
+                now.st_dev != e.st.st_dev) {
+                continue;
+            }
+            extra.push_back(SrcEntry{e.path, now, e.target});  // a linked symlink keeps its target
+        }
+        if (extra.empty()) return {};
+        std::vector<std::pair<std::string, std::uint32_t>> req;
+        for (const auto& e : extra) req.emplace_back(e.path, xattr_flag());
+        auto got = ch_.list_many(req);
+        if (!got) return fail(got.error().message, ENOTCONN);
+        for (std::size_t i = 0; i < extra.size(); ++i) {
+            auto& r = (*got)[i];
+            if (r && !r->empty()) mirror_.emplace(extra[i].path, std::move(r->front()));
+            out.touched_dirs.push_back(parent_of(extra[i].path));
+            source_entries_.push_back(std::move(extra[i]));
+        }
+        return {};
+    }
+
     static bool under(const std::string& path, const std::string& dir) {
         return dir.empty() || path == dir || (path.size() > dir.size() && path.starts_with(dir) && path[dir.size()] == '/');
     }
@@ -467,6 +518,22 @@ private:
         auto m = mirror_.find(e.path);
         const proto::ListEntry* mirror = m == mirror_.end() ? nullptr : &m->second;
         const auto mode = static_cast<std::uint32_t>(st.st_mode & 07777);
+        // Hard links (files, and symlinks and special files too, like rsync -H): the second
+        // and later names of a source inode are links to the first one.
+        if (!S_ISDIR(st.st_mode) && st.st_nlink > 1) {
+            auto key = std::make_pair(static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino));
+            auto leader = links_.find(key);
+            if (leader != links_.end()) {
+                auto lm = mirror_.find(leader->second);
+                if (mirror && lm != mirror_.end() && lm->second.ino == mirror->ino && !resent_.count(leader->second)) {
+                    return {};
+                }
+                ++changed_;
+                changed_dirs_.insert(parent_of(e.path));  // the link moves its directory's mtime
+                return wrap(ch_.mutate(proto::Link{0, e.path, leader->second}));
+            }
+            links_.emplace(key, e.path);
+        }
         switch (st.st_mode & S_IFMT) {
             case S_IFDIR:
                 if (e.path.empty()) return {};
@@ -479,9 +546,10 @@ private:
             case S_IFREG:
                 return sync_file(e, mirror);
             case S_IFLNK:
-                if (!mirror || mirror->target != e.target) {
+                if (!mirror || mirror->target != e.target || (st.st_nlink == 1 && mirror->nlink > 1)) {
                     ++changed_;
                     changed_dirs_.insert(parent_of(e.path));
+                    resent_.insert(e.path);  // a new node: other names are linked to it again
                     if (auto r = ch_.mutate(proto::Symlink{0, e.path, e.target, st.st_uid, st.st_gid}); !r) return wrap(r);
                     return set_times(e);
                 }
@@ -489,9 +557,10 @@ private:
                 return {};
             default:
                 if (!mirror || mirror->rdev != static_cast<std::uint64_t>(st.st_rdev) ||
-                    (mirror->mode & 07777) != mode) {
+                    (mirror->mode & 07777) != mode || (st.st_nlink == 1 && mirror->nlink > 1)) {
                     ++changed_;
                     changed_dirs_.insert(parent_of(e.path));
+                    resent_.insert(e.path);
                     if (auto r = ch_.mutate(proto::Mknod{0, e.path, static_cast<std::uint32_t>(st.st_mode),
                                                          static_cast<std::uint64_t>(st.st_rdev), st.st_uid, st.st_gid});
                         !r) {
@@ -537,22 +606,11 @@ private:
 
     Result<void> sync_file(const SrcEntry& e, const proto::ListEntry* mirror) {
         const struct stat& st = e.st;
-        // Hardlinks: the second and later names of a source inode are links to the first.
-        if (st.st_nlink > 1) {
-            auto key = std::make_pair(static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino));
-            auto leader = links_.find(key);
-            if (leader != links_.end()) {
-                auto lm = mirror_.find(leader->second);
-                if (mirror && lm != mirror_.end() && lm->second.ino == mirror->ino && !resent_.count(leader->second)) {
-                    return {};
-                }
-                ++changed_;
-                return wrap(ch_.mutate(proto::Link{0, e.path, leader->second}));
-            }
-            links_.emplace(key, e.path);
-        }
         bool same = mirror && mirror->type == proto::NodeType::Regular &&
                     mirror->size == static_cast<std::uint64_t>(st.st_size) && mirror->mtime == ts(st.st_mtim);
+        // SOURCE's file has this one name but the mirror's copy is linked to others: a new
+        // copy (renamed into place) takes this name out of that group, as rsync -H would.
+        if (same && st.st_nlink == 1 && mirror->nlink > 1) same = false;
         if (same && checksum_) {
             auto h = hash_file(e.path);
             if (!h) return std::unexpected(h.error());
@@ -729,6 +787,7 @@ private:
     std::set<std::string> changed_dirs_;
     std::set<std::string> resent_;
     std::map<std::pair<std::uint64_t, std::uint64_t>, std::string> links_;
+    std::optional<std::vector<SrcEntry>> whole_source_;  // run_paths: SOURCE walked for hard links
     std::uint64_t changed_ = 0, bytes_ = 0, errors_ = 0;
     std::string conn_lost_;
 };

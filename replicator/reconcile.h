@@ -45,9 +45,11 @@ struct VerifyOutcome {
     std::uint64_t changed = 0;     // mirror entries created, replaced, deleted or fixed
     std::uint64_t bytes = 0;       // content bytes sent
     std::uint64_t unreadable = 0;  // SOURCE entries that could not be read (logged; a later change retries)
-    // Something only the whole-tree pass can do right: a file with several hard links whose
-    // content was sent (its other names may be anywhere), or a listing that failed.
+    // Something only the whole-tree pass can do right: a listing that failed.
     bool needs_full = false;
+    // Directories outside the items whose entries changed (other names of a hard-linked
+    // file): their mtimes are to be set from SOURCE like the items' parents.
+    std::vector<std::string> touched_dirs;
 };
 
 // Verifies a batch of items in journal order: their listings are fetched in one pipelined

@@ -220,6 +220,46 @@ TEST_F(ChangeRecords, HardlinkThenUnlink) {
     EXPECT_EQ(describe_all(m.sink().take()), (std::vector<std::string>{"unlink g nlink=0"}));
 }
 
+// A hard-linked file whose remembered names were all unlinked is still reachable under
+// its remaining name. The path cache used to keep only the last name seen, and the /proc
+// fallback reads the name of the O_PATH fd's dentry, which was "f (deleted)" here: the
+// link became "create k" + "write k" (on the mirror a separate file, not a hard link) and
+// the write and chmod of the remaining name made no records at all.
+TEST_F(ChangeRecords, HardlinkKeepsItsRemainingNameWhenTheKnownOnesAreUnlinked) {
+    write_file(m.at("f"), "data");
+    m.sink().take();
+    ASSERT_EQ(::link(m.at("f").c_str(), m.at("g").c_str()), 0);
+    ASSERT_EQ(::unlink(m.at("f").c_str()), 0);
+    ASSERT_EQ(::link(m.at("g").c_str(), m.at("h").c_str()), 0);
+    ASSERT_EQ(::unlink(m.at("h").c_str()), 0);
+    ASSERT_EQ(::link(m.at("g").c_str(), m.at("k").c_str()), 0);
+    ASSERT_EQ(::unlink(m.at("k").c_str()), 0);
+    int fd = ::open(m.at("g").c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, "X", 1, 0), 1);
+    ::close(fd);
+    ASSERT_EQ(::chmod(m.at("g").c_str(), 0600), 0);
+    EXPECT_EQ(take(), (std::vector<std::string>{"link g = f", "unlink f nlink=1", "link h = g", "unlink h nlink=1",
+                                                "link k = g", "unlink k nlink=1", "write g [0,+1)",
+                                                "setattr g mode=100600"}));
+}
+
+// rename(2) between two names of one node does nothing: no record (replayed on a mirror it
+// would remove the first name), and both names still work.
+TEST_F(ChangeRecords, RenameBetweenTwoLinksOfOneFileIsNoChange) {
+    write_file(m.at("f"), "data");
+    ASSERT_EQ(::link(m.at("f").c_str(), m.at("g").c_str()), 0);
+    m.sink().take();
+    ASSERT_EQ(::rename(m.at("f").c_str(), m.at("g").c_str()), 0);
+    ASSERT_EQ(::renameat2(AT_FDCWD, m.at("g").c_str(), AT_FDCWD, m.at("f").c_str(), RENAME_EXCHANGE), 0);
+    EXPECT_EQ(take(), std::vector<std::string>{});
+    EXPECT_EQ(ino_of(m.src("f")), ino_of(m.src("g")));
+    ASSERT_EQ(::chmod(m.at("f").c_str(), 0600), 0);
+    auto got = take();
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_TRUE(got[0] == "setattr f mode=100600" || got[0] == "setattr g mode=100600") << got[0];
+}
+
 TEST_F(ChangeRecords, MkdirRmdirAndNestedPaths) {
     ASSERT_EQ(::mkdir(m.at("d").c_str(), 0750), 0);
     ASSERT_EQ(::mkdir(m.at("d/e").c_str(), 0755), 0);

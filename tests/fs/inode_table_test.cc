@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <atomic>
 #include <filesystem>
+#include <memory>
 #include <string>
 
 #include "fs/inode_table.h"
@@ -49,6 +51,74 @@ TEST(InodeTable, NodeForgottenWhilePinnedLivesUntilTheLastUnpin) {
         EXPECT_EQ(again.st_ino, st.st_ino);
     }  // last unpin: closes the fd and frees the node (ASan/valgrind check the free)
     EXPECT_EQ(table.cached_fds(), 0u);
+}
+
+// Builds a table over a temp dir and remembers `name` (a file there) under the root.
+struct TableFixture {
+    TempDir dir;
+    std::unique_ptr<InodeTable> table;
+    TableFixture() {
+        UniqueFd root(::open(dir.path.c_str(), O_PATH | O_DIRECTORY));
+        struct stat root_st;
+        EXPECT_EQ(::fstat(root.get(), &root_st), 0);
+        table = std::make_unique<InodeTable>(std::move(root), root_st, 64);
+    }
+    SysResult<Inode*> remember(const std::string& name, const std::atomic<std::uint64_t>* gen = nullptr,
+                               std::uint64_t seen = 0) {
+        UniqueFd fd(::openat(table->root_fd(), name.c_str(), O_PATH | O_NOFOLLOW));
+        struct stat st;
+        EXPECT_EQ(::fstat(fd.get(), &st), 0);
+        return table->remember(&table->root(), name.c_str(), st, std::move(fd), false, gen, seen);
+    }
+    void touch(const std::string& name) { ASSERT_EQ(::close(::open((dir.path + "/" + name).c_str(), O_CREAT | O_WRONLY, 0644)), 0); }
+};
+
+// Every name a node is known under stays usable until that very name is removed: a hard
+// link's path survives the unlink of the name it was last seen under, and a rename moves
+// exactly the name it moved.
+TEST(InodeTable, PathFollowsTheNamesThatStillExist) {
+    TableFixture t;
+    t.touch("f");
+    auto node = t.remember("f");
+    ASSERT_TRUE(node.has_value());
+    InodeTable& table = *t.table;
+    Inode& root = table.root();
+    const SrcId id = (*node)->id;
+    ASSERT_EQ(::linkat(table.root_fd(), "f", table.root_fd(), "g", 0), 0);
+    table.linked(id, &root, "g");
+    EXPECT_EQ(table.path_of(**node), "g");
+    ASSERT_EQ(::unlinkat(table.root_fd(), "g", 0), 0);
+    table.name_removed(id, &root, "g", 1);
+    EXPECT_EQ(table.path_of(**node), "f");
+    ASSERT_EQ(::linkat(table.root_fd(), "f", table.root_fd(), "h", 0), 0);
+    table.linked(id, &root, "h");
+    ASSERT_EQ(::unlinkat(table.root_fd(), "f", 0), 0);
+    table.name_removed(id, &root, "f", 1);
+    EXPECT_EQ(table.path_of(**node), "h");
+    ASSERT_EQ(::renameat(table.root_fd(), "h", table.root_fd(), "i"), 0);
+    table.renamed(id, &root, "h", &root, "i");
+    EXPECT_EQ(table.path_of(**node), "i");
+    ASSERT_EQ(::unlinkat(table.root_fd(), "i", 0), 0);
+    table.name_removed(id, &root, "i", 0);
+    EXPECT_EQ(table.path_of(**node), std::nullopt);
+}
+
+// A lookup made without ns_mu while a namespace op ran (the generation moved) records
+// nothing: the name it opened may be gone already, and a stale name would send the next
+// record of that node to whatever holds the name then.
+TEST(InodeTable, LookupRacingWithANamespaceOpIsRefused) {
+    TableFixture t;
+    t.touch("f");
+    std::atomic<std::uint64_t> gen{7};
+    const std::uint64_t seen = gen.load();
+    gen.fetch_add(1);  // e.g. "f" renamed away after the lookup opened it
+    auto refused = t.remember("f", &gen, seen);
+    ASSERT_FALSE(refused.has_value());
+    EXPECT_EQ(refused.error(), EAGAIN);
+    EXPECT_EQ(t.table->size(), 0u);
+    auto accepted = t.remember("f", &gen, gen.load());
+    ASSERT_TRUE(accepted.has_value());
+    EXPECT_EQ(t.table->path_of(**accepted), "f");
 }
 
 }  // namespace

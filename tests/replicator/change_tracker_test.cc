@@ -139,6 +139,19 @@ TEST_F(TrackerTest, HardlinkKeepsAnotherName) {
     EXPECT_EQ(tracker->source_path(NodeKey{5, recs[0].seq}), "b");
 }
 
+// A file from before the journal, linked as "a" and "c", first seen written through "a":
+// after "a" is unlinked the map knows none of its names. The next write through "c" gives
+// it that name back; the sender used to find no path and silently not send the data.
+TEST_F(TrackerTest, WriteThroughANameTheMapNeverSawGivesTheNodeThatName) {
+    change(K::Write, 6, "a", {}, 0, 10);
+    change(K::Unlink, 6, "a", {}, 0, 0, 1);
+    change(K::Write, 6, "c", {}, 0, 5);
+    auto recs = records();
+    ASSERT_EQ(recs.size(), 3u);
+    EXPECT_EQ(recs[2].record.path, "c");
+    EXPECT_EQ(tracker->source_path(NodeKey{6, 0}), "c");
+}
+
 TEST_F(TrackerTest, RestoredRangesAreTakenAgainByTheResentRecord) {
     change(K::Create, 7, "a");
     change(K::Write, 7, "a", {}, 0, 10);
@@ -171,6 +184,25 @@ TEST_F(TrackerTest, TruncateSeparatesWritesBeforeAndAfterIt) {
     // after it would cut the later data off the mirror.
     EXPECT_EQ(tracker->take_ranges(0, key, recs[1].seq, 0, 100), (std::vector<ByteRange>{{0, 100}}));
     EXPECT_EQ(tracker->take_ranges(0, key, recs[3].seq, 50, 50), (std::vector<ByteRange>{{50, 50}}));
+}
+
+// utimes between two writes: the first write's transfer ends with SOURCE's current mtime,
+// the replayed utimes then sets the older one, so the second write must be sent (with its
+// mtime) after it, not folded into the first (the mirror kept the utimes time).
+TEST_F(TrackerTest, TimeChangeSeparatesWritesBeforeAndAfterIt) {
+    change(K::Create, 8, "b");
+    change(K::Write, 8, "b", {}, 0, 100);
+    fs::ChangeRecord t;
+    t.kind = K::Setattr;
+    t.ino = 8;
+    t.path = "b";
+    t.attr_mask = fs::kAttrAtime | fs::kAttrMtime;
+    tracker->on_change(t);
+    change(K::Write, 8, "b", {}, 200, 10);
+    auto recs = records();
+    const NodeKey key{8, recs[0].seq};
+    EXPECT_EQ(tracker->take_ranges(0, key, recs[1].seq, 0, 100), (std::vector<ByteRange>{{0, 100}}));
+    EXPECT_EQ(tracker->take_ranges(0, key, recs[3].seq, 200, 10), (std::vector<ByteRange>{{200, 10}}));
 }
 
 TEST(TrackerDelay, RecordsBecomeReadyAfterTheWindow) {

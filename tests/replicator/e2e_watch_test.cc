@@ -347,6 +347,63 @@ INSTANTIATE_TEST_SUITE_P(Cases, E2eWatchEcho,
                              return std::get<0>(info.param) + "_" + kEchoCases[std::get<1>(info.param)].name;
                          });
 
+// A file with three hard links in three directories is written outside the mount through
+// one name: the verification of that name finds the other two in SOURCE and links them to
+// the new copy on the mirror, so the mirror keeps one file with three names -- by itself,
+// without a whole-tree reconcile (that used to be the only repair, and until it ran the
+// other names kept the old content as separate files).
+TEST(E2eWatchLinks, OutsideWriteToAHardLinkedFileKeepsItsLinksWithoutAWholeTreePass) {
+    Env env;
+    Syncfsd daemon(env);
+    Mount mount(env, "watch=auto");
+    ASSERT_EQ(sh("cd " + env.mnt + " && mkdir -p d1 d2/deep && echo old > d1/a && ln d1/a d2/deep/b && ln d1/a c")
+                  .status,
+              0);
+    ASSERT_EQ(mount.wait().status, 0) << mount.log();
+    ASSERT_EQ(env.diff(), "");
+    const auto passes = [&] {
+        const std::string log = mount.log();
+        std::size_t n = 0;
+        for (auto p = log.find("reconcile: done"); p != std::string::npos; p = log.find("reconcile: done", p + 1)) ++n;
+        return n;
+    };
+    const std::size_t before = passes();
+    write_file(env.src + "/d2/deep/b", "new content, written beside the mount\n");  // in place: same inode
+    ASSERT_EQ(mount.wait().status, 0) << mount.log();
+    EXPECT_EQ(env.diff(), "") << mount.log();
+    struct stat a, b, c;
+    ASSERT_EQ(::lstat((env.mirror + "/d1/a").c_str(), &a), 0);
+    ASSERT_EQ(::lstat((env.mirror + "/d2/deep/b").c_str(), &b), 0);
+    ASSERT_EQ(::lstat((env.mirror + "/c").c_str(), &c), 0);
+    EXPECT_EQ(a.st_ino, b.st_ino);
+    EXPECT_EQ(a.st_ino, c.st_ino);
+    EXPECT_EQ(read_file(env.mirror + "/c"), "new content, written beside the mount\n");
+    EXPECT_EQ(passes(), before) << mount.log();
+    EXPECT_NE(status_field(mount, "outside_verified"), "0") << mount.status_json();
+}
+
+// Hard links of symlinks (ln -P) are hard links too, as rsync -H keeps them: a pair made
+// before the mount (the initial whole-tree reconcile) and a pair made beside the mount
+// (verified per path) both end up as one node with two names on the mirror.
+TEST(E2eWatchLinks, HardLinkedSymlinksStayLinkedInBothReconcilePasses) {
+    Env env;
+    ASSERT_EQ(sh("cd " + env.src + " && mkdir d && ln -s some/target d/s1 && ln -P d/s1 s2").status, 0);
+    Syncfsd daemon(env);
+    Mount mount(env, "watch=auto");
+    ASSERT_EQ(mount.wait().status, 0) << mount.log();
+    ASSERT_EQ(sh("cd " + env.src + " && ln -s other/target d/t1 && ln -P d/t1 t2").status, 0);
+    ASSERT_EQ(mount.wait().status, 0) << mount.log();
+    EXPECT_EQ(env.diff(), "") << mount.log();
+    struct stat a, b;
+    ASSERT_EQ(::lstat((env.mirror + "/d/s1").c_str(), &a), 0);
+    ASSERT_EQ(::lstat((env.mirror + "/s2").c_str(), &b), 0);
+    EXPECT_EQ(a.st_ino, b.st_ino);
+    ASSERT_EQ(::lstat((env.mirror + "/d/t1").c_str(), &a), 0);
+    ASSERT_EQ(::lstat((env.mirror + "/t2").c_str(), &b), 0);
+    EXPECT_EQ(a.st_ino, b.st_ino);
+    EXPECT_TRUE(S_ISLNK(b.st_mode));
+}
+
 // Issue 6: a write through the mount costs no extra transfer with the watcher on.
 std::uint64_t bytes_for_4k_write(const std::string& watch, std::string& status) {
     Env env;

@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <thread>
 
 #include "tests/replicator/loopback_connection.h"
 
@@ -262,6 +263,50 @@ TEST(Replicator, ExistingTreeAndEveryKindOfChangeConverge) {
     ops.put("tmp", "new content");
     ops.rename("tmp", "pre/a.txt");             // rename over an existing file
     EXPECT_EQ(h.rep->wait(30s), "");
+    EXPECT_EQ(h.diff(), "");
+}
+
+// Directory (and new node) times are set from SOURCE once the sender has caught up with the
+// journal, but SOURCE may be ahead of it (records not durable yet, or made a moment after
+// their syscall). Here a batch of records is held back by delay= while SOURCE moves on
+// without records (they are made later): "a" is renamed away and "y", deleted in the
+// batch, exists again. The times must follow the journal: no utimes of "y" (the mirror has
+// none at that point: that failed there), and "a"'s pending time goes with it to "b".
+TEST(Replicator, DirectoryTimesFollowTheJournalWhenSourceIsAhead) {
+    Harness h;
+    ReplicatorOptions o = h.options();
+    o.delay = 300ms;
+    h.start(std::move(o));
+    SourceOps ops(h.dirs.src, h.rep->sink());
+    ops.mkdir("a");
+    ops.put("a/f", "f");
+    ASSERT_EQ(h.rep->wait(30s), "");
+    ops.create("a/g");    // "a" and "a/g" are dirty (no data: nothing is read from SOURCE)
+    ops.put("y", "2");    // "y" is dirty ...
+    ops.unlink("y");      // ... and gone on the mirror after this batch
+    const std::string src = h.dirs.src;
+    const std::uint64_t a_ino = ops.ino("a");
+    ASSERT_EQ(::rename((src + "/a").c_str(), (src + "/b").c_str()), 0);
+    const int fd = ::open((src + "/y").c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644);
+    ASSERT_GE(fd, 0);
+    ::close(fd);
+    std::this_thread::sleep_for(900ms);  // the batch is sent and the times flushed meanwhile
+    fs::ChangeRecord rename;
+    rename.kind = K::Rename;
+    rename.ino = a_ino;
+    rename.path = "a";
+    rename.path2 = "b";
+    h.rep->sink().on_change(rename);
+    struct stat st;
+    ASSERT_EQ(::lstat((src + "/y").c_str(), &st), 0);
+    fs::ChangeRecord create;
+    create.kind = K::Create;
+    create.ino = st.st_ino;
+    create.path = "y";
+    create.mode = st.st_mode;
+    h.rep->sink().on_change(create);
+    ASSERT_EQ(h.rep->wait(30s), "");
+    EXPECT_EQ(h.status_field("mirror.0.errors"), "0") << h.status_field("mirror.0.last_error");
     EXPECT_EQ(h.diff(), "");
 }
 
