@@ -1,5 +1,6 @@
 // Hostile and truncated protocol bytes against the real syncfsd: real rsync sessions are
-// recorded through an in-test loopback proxy (push and pull, plain and -z, an auth module),
+// recorded through an in-test loopback proxy (push and pull, plain and -z, -R --files-from,
+// --link-dest, --partial-dir --delay-updates, --remove-source-files, an auth module),
 // then replayed with seeded mutations - cut at a random byte, random bytes overwritten,
 // random bytes inserted, huge integers spliced in. Afterwards no connection process may
 // have died of a signal, nothing may exist outside the module, the daemon must still serve
@@ -23,6 +24,7 @@ TEST(DaemonFuzz, MutatedRealSessionsNeverCrashEscapeOrWedgeTheDaemon) {
     stdfs::create_directories(dir / "src/sub");
     write_file(dir / "secrets", "u:pw\n", 0600);
     write_file(dir / "pw", "pw\n", 0600);
+    write_file(dir / "list", "sub/small\nbig\n");
     std::string big(200000, 'x');
     for (std::size_t i = 0; i < big.size(); i += 7) big[i] = static_cast<char>('a' + i % 26);
     write_file(dir / "src/big", big);
@@ -49,6 +51,10 @@ TEST(DaemonFuzz, MutatedRealSessionsNeverCrashEscapeOrWedgeTheDaemon) {
         "rsync -az --checksum " + (dir / "src/") + " " + url + "/web/copy/",
         "rsync -a " + url + "/web/ " + (dir / "pulled/"),
         "rsync -az " + url + "/web/ " + (dir / "pulled-z/"),
+        "rsync -aR --files-from=" + (dir / "list") + " " + (dir / "src/") + " " + url + "/web/rel/",
+        "rsync -a --link-dest=.. " + (dir / "src/") + " " + url + "/web/snap/",
+        "rsync -a --partial-dir=.p --delay-updates " + (dir / "src/") + " " + url + "/web/delayed/",
+        "rsync -a --remove-source-files " + url + "/web/copy/ " + (dir / "moved/"),
         "rsync -a --password-file=" + (dir / "pw") + " " + (dir / "src/") + " rsync://u@127.0.0.1:" +
             std::to_string(proxy.port()) + "/auth/",
     };
