@@ -48,7 +48,9 @@ long long json_number(const std::string& json, const std::string& key) {
 // Another worker may truncate a file while this one writes through a mapping of it: the
 // access past the new end raises SIGBUS, which ends that one write (not the test, which
 // would then leave its mount and daemons behind).
-thread_local sigjmp_buf* t_bus_jump = nullptr;
+// volatile: the compiler knows memcpy reads no globals, so it would otherwise drop the store
+// before the memcpy as dead (the next store clears it) and the handler would find nothing.
+thread_local sigjmp_buf* volatile t_bus_jump = nullptr;
 
 void on_sigbus(int sig) {
     if (t_bus_jump) siglongjmp(*t_bus_jump, 1);
@@ -126,7 +128,9 @@ void worker(const std::string& root, std::uint64_t seed, std::chrono::steady_clo
                         sigjmp_buf jump;
                         if (sigsetjmp(jump, 1) == 0) {
                             t_bus_jump = &jump;
+                            std::atomic_signal_fence(std::memory_order_seq_cst);
                             std::memcpy(static_cast<char*>(m) + off, data.data(), n);
+                            std::atomic_signal_fence(std::memory_order_seq_cst);
                         }
                         t_bus_jump = nullptr;
                         ::msync(m, size, MS_SYNC);
