@@ -7,7 +7,6 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include <algorithm>
 #include <chrono>
@@ -20,6 +19,7 @@
 
 #include "common/unique_fd.h"
 #include "common/xattrs.h"
+#include "protocol/native/content_hash.h"
 #include "protocol/native/xattr_summary.h"
 
 namespace sfs::repl {
@@ -647,24 +647,15 @@ private:
     Result<proto::Hash128> hash_file(const std::string& path) {
         UniqueFd fd(::openat(source_, path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
         if (!fd) return fail("open: " + std::string(std::strerror(errno)), errno);
-        XXH3_state_t* state = XXH3_createState();
-        XXH3_128bits_reset(state);
+        proto::ContentHasher hasher;
         std::vector<char> buf(1 << 20);
         for (;;) {
             ssize_t n = ::read(fd.get(), buf.data(), buf.size());
-            if (n < 0) {
-                XXH3_freeState(state);
-                return fail("read: " + std::string(std::strerror(errno)), errno);
-            }
+            if (n < 0) return fail("read: " + std::string(std::strerror(errno)), errno);
             if (n == 0) break;
-            XXH3_128bits_update(state, buf.data(), static_cast<std::size_t>(n));
+            hasher.update(buf.data(), static_cast<std::size_t>(n));
         }
-        XXH128_canonical_t c;
-        XXH128_canonicalFromHash(&c, XXH3_128bits_digest(state));
-        XXH3_freeState(state);
-        proto::Hash128 h;
-        std::memcpy(h.data(), c.digest, 16);
-        return h;
+        return hasher.digest();
     }
 
     // ContentBegin, chunks (literal bytes or a librsync delta against the mirror's copy),
@@ -696,13 +687,12 @@ private:
                                   ts(st.st_atim),
                                   ts(st.st_mtim)};
         if (auto r = ch_.send(begin); !r) return wrap(r);
-        XXH3_state_t* state = XXH3_createState();
-        XXH3_128bits_reset(state);
+        proto::ContentHasher hasher;
         std::uint64_t read_total = 0;
         auto reader = [&](char* buf, std::size_t n) -> ssize_t {
             ssize_t got = ::read(fd.get(), buf, n);
             if (got > 0) {
-                XXH3_128bits_update(state, buf, static_cast<std::size_t>(got));
+                hasher.update(buf, static_cast<std::size_t>(got));
                 read_total += static_cast<std::uint64_t>(got);
             }
             return got;
@@ -746,18 +736,13 @@ private:
                 if (r = sender(buf.data(), static_cast<std::size_t>(n)); !r) break;
             }
         }
-        XXH128_canonical_t c;
-        XXH128_canonicalFromHash(&c, XXH3_128bits_digest(state));
-        XXH3_freeState(state);
         if (r && read_total != static_cast<std::uint64_t>(st.st_size)) r = fail("changed while being read");
         if (!r) {
             if (r.error().code == ENOTCONN) return r;
             if (auto a = ch_.send(proto::ContentAbort{seq}); !a) return wrap(a);
             return r;
         }
-        proto::ContentCommit commit{seq, {}};
-        std::memcpy(commit.hash.data(), c.digest, 16);
-        return wrap(ch_.send(commit));
+        return wrap(ch_.send(proto::ContentCommit{seq, hasher.digest()}));
     }
 
     // Sets every extended attribute of SOURCE's `path` on the mirror (its content was just
