@@ -15,7 +15,7 @@ namespace {
 class DaemonTransferTest : public ::testing::Test {
 protected:
     void SetUp() override {
-        for (const char* d : {"web", "slow", "jail", "ro", "wo", "nobody", "probe", "src", "src/sub", "out"})
+        for (const char* d : {"web", "slow", "jail", "ro", "wo", "nobody", "probe", "src", "src/sub", "out", "lax"})
             std::filesystem::create_directories(dir / d);
         ::chmod((dir / "nobody").c_str(), 0777);
         write_file(dir / "probe/p.txt", "probe\n");
@@ -29,7 +29,8 @@ protected:
                  {"web", "read only = no\nuse chroot = no\n"}, {"jail", "read only = no\nuse chroot = yes\n"},
                  {"ro", ""}, {"wo", "read only = no\nwrite only = yes\n"},
                  {"nobody", "read only = no\nuse chroot = no\nuid = nobody\ngid = nogroup\n"}, {"probe", ""},
-                 {"slow", "timeout = 2\n"}})
+                 {"slow", "timeout = 2\n"},
+                 {"lax", "read only = no\nuse chroot = no\nignore errors = yes\n"}})
             text += "[" + name + "]\npath = " + (dir / name) + "\n" + extra;
         daemon = std::make_unique<Daemon>(dir, text);
         ASSERT_GT(daemon->pid(), 0);
@@ -177,6 +178,33 @@ TEST_F(DaemonTransferTest, ModuleTimeoutDisconnectsASilentClient) {
     ::close(fd);
     EXPECT_TRUE(eof) << "a silent client was not disconnected";
     EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+}
+
+// A sender's I/O error (here: a directory the unprivileged client cannot read) makes the
+// daemon, as receiver, skip --delete, so a partly read source never deletes mirror files
+// it merely failed to list; `ignore errors = yes` lets the deletion run anyway (rsyncd).
+TEST_F(DaemonTransferTest, ClientIoErrorSkipsDeleteUnlessIgnoreErrors) {
+    REQUIRE_TRANSFER();
+    std::filesystem::create_directories(dir / "partial/locked");
+    write_file(dir / "partial/a.txt", "alpha\n");
+    write_file(dir / "partial/locked/hidden.txt", "hidden\n");
+    ::chmod((dir / "partial/locked").c_str(), 0);
+    for (const char* module : {"web", "lax"}) {
+        write_file(dir / (std::string(module) + "/stale.txt"), "stale\n");
+        auto push = run("setpriv --reuid=nobody --regid=nogroup --clear-groups rsync -r --delete " +
+                        (dir / "partial/") + " " + daemon->url(std::string(module) + "/"));
+        EXPECT_EQ(push.status, 23) << module << ": " << push.output;
+        EXPECT_NE(push.output.find("opendir"), std::string::npos) << push.output;
+        EXPECT_EQ(read_file(dir / (std::string(module) + "/a.txt")), "alpha\n") << module;
+        bool stale_kept = std::filesystem::exists(dir / (std::string(module) + "/stale.txt"));
+        if (std::string(module) == "web") {
+            EXPECT_TRUE(stale_kept) << "deleted despite the sender's I/O error";
+            EXPECT_NE(push.output.find("IO error encountered -- skipping file deletion"), std::string::npos)
+                << push.output;
+        } else {
+            EXPECT_FALSE(stale_kept) << "ignore errors = yes did not let --delete run: " << push.output;
+        }
+    }
 }
 
 }  // namespace
