@@ -125,6 +125,14 @@ Result<void> apply_option(std::string_view opt, MountOptions& out) {
         out.delay_ms = *v;
         return {};
     }
+    if (key == "mirror_timeout") {
+        if (auto r = need_value(); !r) return r;
+        auto v = parse_number<std::uint32_t>(key, value);
+        if (!v) return std::unexpected(v.error());
+        if (*v < 1 || *v > 86400) return fail("mirror_timeout=" + std::string(value) + ": must be between 1 and 86400 seconds");
+        out.mirror_timeout_s = *v;
+        return {};
+    }
     if (key == "max_fds") {
         if (auto r = need_value(); !r) return r;
         auto v = parse_number<std::uint32_t>(key, value);

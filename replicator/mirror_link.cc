@@ -15,6 +15,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "common/tcp_liveness.h"
 #include "fmt/format.h"
 #include "protocol/native/auth.h"
 #include "spdlog/spdlog.h"
@@ -86,7 +87,8 @@ Result<void> write_all(int fd, const void* data, std::size_t size, const std::st
     return {};
 }
 
-Result<UniqueFd> tcp_connect(const MirrorUrl& url, std::chrono::milliseconds timeout, const std::string& peer) {
+Result<UniqueFd> tcp_connect(const MirrorUrl& url, std::chrono::milliseconds timeout, std::chrono::seconds peer_timeout,
+                             const std::string& peer) {
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -131,7 +133,7 @@ Result<UniqueFd> tcp_connect(const MirrorUrl& url, std::chrono::milliseconds tim
         ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK);
         int one = 1;
         ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // we batch frames ourselves
-        ::setsockopt(fd.get(), SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+        set_tcp_liveness(fd.get(), peer_timeout);
         return fd;
     }
     return fail(fmt::format("mirror {}: cannot connect: {}", peer, last), last_err);
@@ -231,7 +233,7 @@ Result<std::unique_ptr<MirrorLink>> MirrorLink::connect(const std::string& url_t
         if (!p) return fail(fmt::format("mirror {}: {}", peer, p.error().message), p.error().code);
         password = std::move(*p);
     }
-    auto fd = tcp_connect(*url, options.connect_timeout, peer);
+    auto fd = tcp_connect(*url, options.connect_timeout, options.peer_timeout, peer);
     if (!fd) return std::unexpected(fd.error());
     link->fd_ = std::move(*fd);
     const int sock = link->fd_.get();

@@ -110,6 +110,7 @@ void MirrorReplicator::run() {
                 conn_ = conn->get();
                 connected_ = true;
                 reader_failed_ = false;
+                closing_ = false;
                 status_.connected = true;
                 cum_ack_ = std::max(cum_ack_, (*conn)->hello().applied_seq);
             }
@@ -121,11 +122,28 @@ void MirrorReplicator::run() {
             });
             auto r = session(**conn);
             if (!r && !stop_) {
-                set_error(r.error().message);
+                bool reader_told = false;
+                {
+                    std::lock_guard lock(mu_);
+                    reader_told = reader_failed_ && !status_.last_error.empty();
+                }
+                // When the reader saw the connection fail, its error (already in status) is
+                // the cause; the session's "connection lost" is only the consequence.
+                if (reader_told) {
+                    spdlog::error("mirror {}: {}", options_.url, r.error().message);
+                    std::lock_guard lock(mu_);
+                    ++status_.errors;
+                } else {
+                    set_error(r.error().message);
+                }
                 // The mirror may have died mid-op (a temp file left behind, an op applied
                 // but its seq not stored): check the whole tree once it is back.
                 std::lock_guard lock(mu_);
                 reconcile_wanted_ = true;
+            }
+            {
+                std::lock_guard lock(mu_);
+                closing_ = true;  // the reader's "connection shut down" must not hide the cause
             }
             (*conn)->shutdown();
             reader.join();
@@ -158,12 +176,14 @@ void MirrorReplicator::reader_loop(MirrorConnection& conn) {
         auto msg = conn.receive();
         std::unique_lock lock(mu_);
         if (!msg) {
-            if (!stop_ && !reader_failed_) {
+            const bool report = !stop_ && !reader_failed_ && !closing_;
+            if (report) {
                 status_.last_error = msg.error().message;
                 status_.last_error_unix_ms = static_cast<std::int64_t>(now_unix_ms());
             }
             reader_failed_ = true;
             lock.unlock();
+            if (report) spdlog::error("mirror {}: {}", options_.url, msg.error().message);
             cv_.notify_all();
             return;
         }

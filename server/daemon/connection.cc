@@ -483,6 +483,7 @@ private:
         nm.munge_symlinks = p.tristate(P::munge_symlinks).value_or(!admitted->env.chrooted);
         nm.am_root = admitted->env.am_root;
         nm.io_timeout_s = static_cast<int>(p.number(P::timeout));
+        nm.own_process = true;
         nm.peer = peer_.display_name() + " (" + peer_.address + ")";
         spdlog::info("native replication to {} from {}{} ({}){}", m->name,
                      report_.user.empty() ? "" : report_.user + "@", peer_.display_name(), peer_.address,

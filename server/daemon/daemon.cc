@@ -21,6 +21,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/tcp_liveness.h"
 #include "common/unique_fd.h"
 #include "server/daemon/connection.h"
 #include "server/daemon/pid_file.h"
@@ -29,6 +30,10 @@ namespace sfs::server {
 namespace {
 
 constexpr std::size_t kMaxChildren = 1024;  // beyond this, new connections are closed at once
+// A client gone without a word (partition, power loss) frees its connection process, and its
+// `max connections` slot, within about this long (common/tcp_liveness.h); a live but idle
+// rsync client answers the probes and is not affected.
+constexpr std::chrono::seconds kPeerTimeout{120};
 
 // Numeric address of a socket peer; IPv4-mapped IPv6 shown as IPv4. "0.0.0.0" when the fd
 // is not an inet socket (rsync's client_addr() does the same).
@@ -279,8 +284,7 @@ private:
         listeners_.clear();
         sigfd_.reset();
         ::sigprocmask(SIG_UNBLOCK, &sigmask_, nullptr);
-        int one = 1;
-        ::setsockopt(conn.get(), SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+        set_tcp_liveness(conn.get(), kPeerTimeout);
         Peer peer;
         peer.address = peer_address(conn.get());
         ConnectionReport r = serve_connection(conn.get(), conn.get(), *cfg_, peer, ConnectionOptions{});
@@ -345,6 +349,7 @@ int run_inetd(const DaemonOptions& options, const DaemonConfig& config) {
     // Logged before the connection may chroot: the first syslog() call connects to
     // /dev/log, which is unreachable from inside the module's root.
     spdlog::info("inetd connection from {}", peer.address);
+    if (!options.over_remote_shell) set_tcp_liveness(0, kPeerTimeout);  // a systemd/xinetd socket
     ConnectionReport r = serve_connection(0, 1, config, peer, ConnectionOptions{});
     spdlog::info("{}", format_report(r));
     return r.ok ? 0 : 1;

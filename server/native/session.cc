@@ -18,10 +18,12 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <optional>
@@ -47,6 +49,36 @@ namespace {
 constexpr std::size_t kReadSize = 256 * 1024;
 constexpr std::size_t kFlushThreshold = 1 << 20;
 constexpr std::size_t kListBatchBytes = 1 << 20;
+
+// SIGTERM in a connection process (NativeModule::own_process). The handler may only use
+// async-signal-safe calls: it records the fact and shuts the connection down (a blocked
+// read, poll or send then returns; pipes under --inetd cannot be shut down, there the
+// EINTR check below ends the session).
+std::atomic<int> g_term_fds[2] = {-1, -1};
+volatile sig_atomic_t g_terminated = 0;
+
+extern "C" void on_sigterm(int) {
+    const int saved = errno;
+    g_terminated = 1;
+    for (auto& f : g_term_fds)
+        if (int fd = f.load(std::memory_order_relaxed); fd >= 0) ::shutdown(fd, SHUT_RDWR);
+    errno = saved;
+}
+
+void end_on_sigterm(int in_fd, int out_fd) {
+    g_term_fds[0].store(in_fd);
+    g_term_fds[1].store(out_fd);
+    struct sigaction sa{};
+    sa.sa_handler = on_sigterm;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;  // no SA_RESTART: blocked calls return EINTR
+    ::sigaction(SIGTERM, &sa, nullptr);
+}
+
+Error terminated_error() {
+    return Error{"ended by SIGTERM (superseded by a newer connection of the stream, or syncfsd is stopping)",
+                 ECONNABORTED};
+}
 
 // Marks an error that ends the session (I/O or protocol), as opposed to an op error.
 struct SessionEnd {
@@ -85,6 +117,7 @@ private:
                                              pn::kMinProtocolVersion),
                                  EPROTONOSUPPORT);
         stream_id_ = hello->stream_id;
+        if (m_.own_process) end_on_sigterm(in_, out_);
         auto state = StreamState::open(state_dir_.get(), stream_id_, m_.lock_timeout_ms);
         if (!state) return protocol_fail(state.error().message, state.error().code ? state.error().code : EIO);
         state_.emplace(std::move(*state));
@@ -156,6 +189,7 @@ private:
             if (m_.idle_timeout_s > 0) {
                 pollfd p{in_, POLLIN, 0};
                 int n = ::poll(&p, 1, m_.idle_timeout_s * 1000);
+                if (g_terminated) return std::unexpected(terminated_error());
                 if (n < 0 && errno == EINTR) continue;
                 if (n < 0) return fail(fmt::format("poll on connection from {}: {}", m_.peer, std::strerror(errno)), errno);
                 if (n == 0) {
@@ -170,6 +204,7 @@ private:
             read_buf_.resize(kReadSize);
             std::uint8_t* buf = read_buf_.data();
             ssize_t n = ::read(in_, buf, read_buf_.size());
+            if (g_terminated) return std::unexpected(terminated_error());
             if (n < 0) {
                 if (errno == EINTR || errno == EAGAIN) continue;
                 return fail(fmt::format("read from {}: {}", m_.peer, std::strerror(errno)), errno);
@@ -201,6 +236,10 @@ private:
         while (done < out_buf_.size()) {
             ssize_t n = ::send(out_, out_buf_.data() + done, out_buf_.size() - done, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (n < 0 && errno == ENOTSOCK) n = ::write(out_, out_buf_.data() + done, out_buf_.size() - done);
+            if (g_terminated) {
+                out_buf_.clear();
+                return std::unexpected(terminated_error());
+            }
             if (n < 0) {
                 if (errno == EINTR) continue;
                 if (errno == EAGAIN) {

@@ -29,6 +29,8 @@ struct NativeModule {
     int idle_timeout_s = 600;    // no frame for this long: the session ends (0 = never)
     int io_timeout_s = 0;        // the module's `timeout`: a client that reads nothing of our
                                  // replies for this long is dropped (0 = use idle_timeout_s)
+    bool own_process = false;    // the session owns its process (syncfsd's connection child):
+                                 // SIGTERM ends it cleanly (see run_native_session)
 };
 
 struct NativeStats {
@@ -41,6 +43,10 @@ struct NativeStats {
 
 // Runs one native session until the client closes (success) or a protocol/I/O error (an error
 // naming the peer; a Fatal frame was sent where possible). Operation errors never end it.
+// With own_process, SIGTERM (a newer session of the stream superseding this one, see
+// StreamState; or syncfsd shutting down) shuts the connection down, so whatever the session
+// is blocked in returns and it ends through its normal error path: the process exits rather
+// than dying of the signal.
 Result<NativeStats> run_native_session(int in_fd, int out_fd, const NativeModule& module);
 
 }  // namespace sfs::server

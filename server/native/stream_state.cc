@@ -1,7 +1,9 @@
 #include "server/native/stream_state.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/file.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -11,6 +13,7 @@
 #include <thread>
 
 #include "fmt/format.h"
+#include "spdlog/spdlog.h"
 
 namespace sfs::server::native {
 namespace {
@@ -30,6 +33,35 @@ std::uint64_t seq_check(std::uint64_t seq) {
     unsigned char b[8];
     put64(b, seq);
     return XXH3_64bits(b, sizeof b);
+}
+
+// The holder's pid, bytes 24..27 of the record (0: not recorded, e.g. a file of an older
+// syncfsd).
+pid_t read_holder(int fd) {
+    unsigned char b[4] = {};
+    if (::pread(fd, b, sizeof b, 24) != static_cast<ssize_t>(sizeof b)) return 0;
+    return static_cast<pid_t>(std::uint32_t{b[0]} | std::uint32_t{b[1]} << 8 | std::uint32_t{b[2]} << 16 |
+                              std::uint32_t{b[3]} << 24);
+}
+
+// Asks the process holding the stream lock to end (SIGTERM: a native session then shuts its
+// connection down and exits normally; SIGKILL when it did not). The pid is pinned with a
+// pidfd and read again afterwards, so a holder that ended meanwhile (its pid possibly
+// reused) is never signalled. False when there was no one to signal.
+bool signal_holder(int fd, const std::string& stream_id, int sig) {
+    pid_t pid = read_holder(fd);
+    if (pid <= 0 || pid == ::getpid()) return false;
+    // Raw syscalls: Debian 12's glibc 2.36 <sys/pidfd.h> lacks C linkage for C++.
+    UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+    if (!pidfd) return false;
+    // Still the holder once pinned? (A lock taken here is kept: the caller's next flock on
+    // this same open file succeeds at once.)
+    if (read_holder(fd) != pid || ::flock(fd, LOCK_EX | LOCK_NB) == 0) return false;
+    if (::syscall(SYS_pidfd_send_signal, pidfd.get(), sig, nullptr, 0) != 0) return false;
+    spdlog::warn("stream \"{}\" is still held by session process {}: a new connection of the stream supersedes it "
+                 "(the old connection is presumed dead: a network partition or a client crash); sent {}",
+                 stream_id, pid, sig == SIGKILL ? "SIGKILL" : "SIGTERM");
+    return true;
 }
 
 }  // namespace
@@ -62,12 +94,27 @@ Result<StreamState> StreamState::open(int state_dir_fd, const std::string& strea
     state.fd_.reset(fd);
     state.dir_.reset(::openat(state_dir_fd, "streams", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
 
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(lock_timeout_ms);
+    // A session that is just ending (a client reconnecting after a clean close) gets a short
+    // grace; after it the holder is superseded: one stream has one client, so a second
+    // connection of it means the first is dead on the client's side, however alive its TCP
+    // connection looks here (half-open after a partition, until keepalive notices).
+    using clock = std::chrono::steady_clock;
+    const auto start = clock::now();
+    const auto deadline = start + std::chrono::milliseconds(lock_timeout_ms);
+    const auto grace = start + std::chrono::milliseconds(std::min(1000, lock_timeout_ms / 4));
+    std::optional<clock::time_point> termed;
+    bool killed = false;
     while (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
         if (errno != EWOULDBLOCK && errno != EINTR)
             return fail(fmt::format("cannot lock stream state {}: {}", name, std::strerror(errno)), errno);
-        if (std::chrono::steady_clock::now() >= deadline)
+        const auto now = clock::now();
+        if (now >= deadline)
             return fail(fmt::format("stream \"{}\" is still connected in another session", stream_id), EBUSY);
+        if (!termed && now >= grace) {
+            if (signal_holder(fd, stream_id, SIGTERM)) termed = now;
+        } else if (termed && !killed && now >= *termed + std::chrono::seconds(3)) {
+            killed = signal_holder(fd, stream_id, SIGKILL);
+        }
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
 
@@ -80,6 +127,9 @@ Result<StreamState> StreamState::open(int state_dir_fd, const std::string& strea
     } else if (n != 0) {
         state.applied_ = 0;  // torn or foreign: replay everything (ops are idempotent)
     }
+    // Record ourselves as the holder (a later session of the stream may supersede us).
+    if (auto w = state.set_applied(state.applied_); !w)
+        return fail(fmt::format("cannot write stream state {}: {}", name, std::strerror(w.error())), w.error());
     return state;
 }
 
@@ -88,6 +138,8 @@ SysResult<void> StreamState::set_applied(std::uint64_t seq) noexcept {
     std::memcpy(rec, kMagic, 8);
     put64(rec + 8, seq);
     put64(rec + 16, seq_check(seq));
+    const auto pid = static_cast<std::uint32_t>(::getpid());
+    for (int i = 0; i < 4; ++i) rec[24 + i] = static_cast<unsigned char>(pid >> (8 * i));
     ssize_t n = ::pwrite(fd_.get(), rec, sizeof rec, 0);
     if (n < 0) return last_errno();
     if (n != static_cast<ssize_t>(kRecordSize)) return std::unexpected(EIO);

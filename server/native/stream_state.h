@@ -1,13 +1,17 @@
 // The mirror's memory of each replication stream: the highest mutation seq it has applied.
 //
 // One file per stream, `<state dir>/streams/<16 hex of XXH3-64(stream_id)>`, 32 bytes:
-// magic "SFSSEQ01", u64 seq, u64 XXH3-64 of the seq (LE), 8 zero bytes. It is rewritten in place with one
-// pwrite after every applied mutation (before the Ack that covers it) and fsynced at durable
-// points. A file that fails its checksum (torn by a crash) reads as seq 0: every op is then
-// replayed, which the applier's idempotence rules make harmless.
+// magic "SFSSEQ01", u64 seq, u64 XXH3-64 of the seq (LE), u32 pid of the holding session, 4 zero
+// bytes. It is rewritten in place with one pwrite after every applied mutation (before the Ack
+// that covers it) and fsynced at durable points. A file that fails its checksum (torn by a
+// crash) reads as seq 0: every op is then replayed, which the applier's idempotence rules make
+// harmless.
 //
-// The file is flock()ed for the session: a second connection of the same stream waits for the
-// first to end (bounded), so two sessions never interleave one stream.
+// The file is flock()ed for the session, so two sessions never interleave one stream. A second
+// connection of the same stream waits up to 1 s for the first to end, then supersedes it: the
+// holder (its pid from the file, pinned by a pidfd) gets SIGTERM, then SIGKILL 3 s later. A
+// stream has one client, so its reconnecting means the old connection is dead on the client's
+// side (a network partition, a client crash), even when it still looks open here.
 #pragma once
 
 #include <sys/types.h>
@@ -24,7 +28,8 @@ namespace sfs::server::native {
 class StreamState {
 public:
     // Opens (creating) the state file of `stream_id` in `state_dir_fd` (a directory fd) and
-    // locks it, waiting up to lock_timeout_ms for another session of the stream to end.
+    // locks it, superseding (see above) another session of the stream, waiting at most
+    // lock_timeout_ms for it to end.
     static Result<StreamState> open(int state_dir_fd, const std::string& stream_id, int lock_timeout_ms);
 
     std::uint64_t applied() const noexcept { return applied_; }

@@ -1,6 +1,8 @@
-// End to end, with faults: syncfs killed, syncfsd killed, the mirror's disk full. Each ends
+// End to end, with faults: syncfs killed, syncfsd killed, the mirror's disk full, a network
+// partition. Each ends
 // converged with nothing lost and the error visible in the logs and status.
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <sys/mount.h>
 
 #include <cstring>
@@ -81,6 +83,47 @@ TEST(E2eFault, FullMirrorDiskIsReportedAndConvergesAfterSpaceIsFreed) {
     }
     ::umount2(small.c_str(), MNT_DETACH);
     ::rmdir(small.c_str());
+}
+
+// A network partition: the test moves itself (and so the daemon and the mount it starts) into
+// a network namespace of its own and takes its loopback down mid-workload, so packets vanish
+// and nothing is closed. The mount keeps working; the replicator declares the silent
+// connection dead after mirror_timeout and shows it in status; when the network is back it
+// reconnects and everything converges.
+TEST(E2eFault, NetworkPartitionIsNoticedAndHealsWithNothingLost) {
+    ASSERT_EQ(::unshare(CLONE_NEWNET), 0) << std::strerror(errno);
+    ASSERT_EQ(sh("ip link set lo up").status, 0);
+    Env env;
+    Syncfsd daemon(env);
+    Mount mount(env, "mirror_timeout=2");
+    workload(env.mnt, 0, 100);
+    auto w = mount.wait(60);
+    ASSERT_EQ(w.status, 0) << w.output << mount.log();
+
+    ASSERT_EQ(sh("ip link set lo down").status, 0);
+    workload(env.mnt, 100, 300);  // through the mount: never waits for the mirror
+    write_file(env.mnt + "/big", std::string(4 << 20, 'p'));
+    std::string status;
+    for (int i = 0; i < 300; ++i) {
+        status = mount.status_json();
+        if (status.find("\"connected\": false") != std::string::npos) break;
+        std::this_thread::sleep_for(100ms);
+    }
+    EXPECT_NE(status.find("\"connected\": false"), std::string::npos)
+        << "the dead connection was not noticed:\n" << status;
+    EXPECT_NE(status.find("timed out"), std::string::npos) << status;
+    EXPECT_EQ(mount.wait(1).status, 1);
+
+    ASSERT_EQ(sh("ip link set lo up").status, 0);
+    workload(env.mnt, 300, 350);
+    w = mount.wait(60);
+    EXPECT_EQ(w.status, 0) << w.output << mount.log() << daemon.log();
+    EXPECT_EQ(env.diff(), "");
+    // syncfsd's side of the old connection ends either by the client kernel's RST to a
+    // retransmission after the heal or by being superseded by the new connection
+    // (NativeSyncfsd.NewConnectionOfAStreamSupersedesAHalfOpenOne), whichever comes first;
+    // either way cleanly.
+    EXPECT_EQ(daemon.log().find("killed by signal"), std::string::npos) << daemon.log();
 }
 
 }  // namespace

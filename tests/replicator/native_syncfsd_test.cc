@@ -235,5 +235,41 @@ TEST(NativeSyncfsd, ClientThatStopsReadingIsDroppedAfterTheModuleTimeout) {
     ASSERT_TRUE(link.has_value()) << link.error().message << "\n" << d.log();
 }
 
+// A second connection of a stream whose first connection still looks alive to syncfsd (here
+// it is: the client just never closed it, as after a partition or a client crash) supersedes
+// the first at once instead of waiting for keepalive or the idle timeout: the old session
+// ends cleanly (its connection is shut down, the process exits rather than dying of a
+// signal) and the new one resumes from the stream's position.
+TEST(NativeSyncfsd, NewConnectionOfAStreamSupersedesAHalfOpenOne) {
+    if (::geteuid() != 0) GTEST_SKIP() << "uid = root in the module needs root";
+    Mirror s;
+    Daemon d(s.dir, s.config());
+    ASSERT_GT(d.pid(), 0) << d.log();
+    const std::string url = fmt::format("rsync://alice@127.0.0.1:{}/web", d.port());
+    auto old = MirrorLink::connect(url, s.password_file, "host-a:/data");
+    ASSERT_TRUE(old.has_value()) << old.error().message << "\n" << d.log();
+    ASSERT_TRUE((*old)->queue(pn::Mkdir{1, "before", 0755, 0, 0}));
+    ASSERT_TRUE(barrier(**old, 1).has_value()) << d.log();
+
+    const auto start = std::chrono::steady_clock::now();
+    auto fresh = MirrorLink::connect(url, s.password_file, "host-a:/data");
+    ASSERT_TRUE(fresh.has_value()) << fresh.error().message << "\n" << d.log();
+    // Within the grace (1 s) plus the old session's orderly end; the lock wait allows 10 s.
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(8));
+    EXPECT_EQ((*fresh)->hello().applied_seq, 1u);
+    ASSERT_TRUE((*fresh)->queue(pn::Mkdir{2, "after", 0755, 0, 0}));
+    auto done = barrier(**fresh, 2);
+    ASSERT_TRUE(done.has_value()) << d.log();
+    EXPECT_EQ(done->applied_seq, 2u);
+    EXPECT_TRUE(std::filesystem::is_directory(s.module + "/after"));
+
+    // The old connection was shut down by the server.
+    auto gone = (*old)->read_reply(std::chrono::seconds(10));
+    EXPECT_FALSE(gone.has_value() && *gone) << "the superseded connection still delivers frames";
+    EXPECT_TRUE(log_has(d, "supersedes it")) << d.log();
+    EXPECT_TRUE(log_has(d, "ended by SIGTERM")) << d.log();
+    EXPECT_EQ(d.log().find("killed by signal"), std::string::npos) << d.log();
+}
+
 }  // namespace
 }  // namespace sfs::test
