@@ -268,7 +268,7 @@ std::string usage(const char* program) {
            "  -d            debug output (implies -f)\n"
            "  -o OPTIONS    comma-separated options:\n"
            "     mirror=rsync://[user@]host[:port]/module  (repeatable, or ';'-separated)\n"
-           "     secrets=FILE state=DIR sync delay=MS exclude=PATTERN log=FILE\n"
+           "     secrets=FILE state=DIR sync delay=MS mirror_timeout=S exclude=PATTERN log=FILE\n"
            "     watch=off|auto|fanotify|inotify (default auto: changes made outside the mount)\n"
            "     max_fds=N (default 4096) timeout=SECONDS (default 30) threads=N no_writeback\n"
            "     allow_other default_permissions ro noatime relatime ... (see syncfs(8))\n";

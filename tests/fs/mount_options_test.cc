@@ -16,7 +16,7 @@ Result<MountOptions> parse(std::vector<const char*> args) {
 TEST(MountOptions, AllDocumentedOptions) {
     auto o = parse({"/data", "/web", "-f", "-o",
                     "mirror=rsync://a/web;rsync://u@b:8873/web,mirror=rsync://c/m,secrets=/etc/s,state=/var/x,sync,"
-                    "delay=250,exclude=*.tmp,exclude=cache/,log=/var/log/s.log,max_fds=1000,allow_other,"
+                    "delay=250,mirror_timeout=7,exclude=*.tmp,exclude=cache/,log=/var/log/s.log,max_fds=1000,allow_other,"
                     "default_permissions,ro,noatime,_netdev,nodev,nosuid,timeout=2.5,threads=4"});
     ASSERT_TRUE(o) << o.error().message;
     EXPECT_EQ(o->source, "/data");
@@ -27,6 +27,7 @@ TEST(MountOptions, AllDocumentedOptions) {
     EXPECT_EQ(o->state, "/var/x");
     EXPECT_TRUE(o->sync);
     EXPECT_EQ(o->delay_ms, 250u);
+    EXPECT_EQ(o->mirror_timeout_s, 7u);
     EXPECT_EQ(o->excludes, (std::vector<std::string>{"*.tmp", "cache/"}));
     EXPECT_EQ(o->log_file, "/var/log/s.log");
     EXPECT_EQ(o->max_fds, 1000u);
@@ -64,6 +65,7 @@ TEST(MountOptions, Errors) {
         {{"/a", "/b", "-o", "bogus"}, "unknown option 'bogus'"},
         {{"/a", "/b", "-o", "max_fds=abc"}, "max_fds=abc: not a valid number"},
         {{"/a", "/b", "-o", "max_fds=30000"}, "max_fds=30000: must be between 64 and 19000"},
+        {{"/a", "/b", "-o", "mirror_timeout=0"}, "mirror_timeout=0: must be between 1 and 86400 seconds"},
         {{"/a", "/b", "-o", "delay="}, "option 'delay' needs a value"},
         {{"/a", "/b", "-o", "sync=1"}, "option 'sync' takes no value"},
         {{"/a", "/b", "-o", "mirror=http://x"}, "mirror=http://x: expected rsync://[user@]host[:port]/module"},
