@@ -138,6 +138,40 @@ TEST(E2eBasic, RandomizedMixedWorkloadFromAFixedSeed) {
     EXPECT_EQ(env.diff(), "");
 }
 
+// Names are bytes: newline, tab, backslash, a leading dash, glob characters, bytes that are
+// not UTF-8, 255-byte names, and a path deeper than 3000 bytes. Each is created through the
+// mount, renamed, and some present before the mount (reconcile's listing), and the mirror
+// must hold exactly the same names.
+TEST(E2eBasic, OddNamesAndDeepPathsReachTheMirror) {
+    Env env;
+    const std::vector<std::string> names = {"new\nline", "tab\there", "back\\slash", "-dash", "glob*?[x]",
+                                            std::string("latin1-\xe9t\xe9"), std::string("\xff\xfe raw"),
+                                            std::string(255, 'n'), "sp ace ", ".hidden", "..dots"};
+    stdfs::create_directories(env.src + "/pre");
+    for (const auto& n : names) write_file(env.src + "/pre/" + n, "before " + n);
+    Syncfsd daemon(env);
+    Mount mount(env);
+    stdfs::create_directories(env.mnt + "/live");
+    for (const auto& n : names) {
+        write_file(env.mnt + "/live/" + n, "through the mount " + n);
+        ASSERT_EQ(::mkdir((env.mnt + "/live/d" + n.substr(0, 200)).c_str(), 0755), 0) << n;
+        ASSERT_EQ(::symlink(n.c_str(), (env.mnt + "/live/l" + n.substr(0, 200)).c_str()), 0) << n;
+    }
+    ASSERT_EQ(::rename((env.mnt + "/live/new\nline").c_str(), (env.mnt + "/live/re\nnamed").c_str()), 0);
+    std::string deep = env.mnt + "/deep";
+    ASSERT_EQ(::mkdir(deep.c_str(), 0755), 0);
+    for (int level = 0; deep.size() - env.mnt.size() < 3200; ++level) {
+        deep += "/" + std::string(100, static_cast<char>('a' + level % 26));
+        ASSERT_EQ(::mkdir(deep.c_str(), 0755), 0) << deep.size();
+    }
+    write_file(deep + "/leaf", "deep leaf");
+    auto w = mount.wait();
+    EXPECT_EQ(w.status, 0) << w.output << mount.log();
+    EXPECT_EQ(env.diff(), "") << mount.log();
+    EXPECT_EQ(read_file(env.mirror + "/live/re\nnamed"), "through the mount new\nline");
+    EXPECT_EQ(read_file(env.mirror + deep.substr(env.mnt.size()) + "/leaf"), "deep leaf");
+}
+
 TEST(E2eBasic, StatusShowsTheMirrorAndWaitTimesOutWhenItIsDown) {
     Env env;
     Syncfsd daemon(env);
