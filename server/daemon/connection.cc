@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <chrono>
 #include <functional>
 #include <charconv>
@@ -69,6 +70,17 @@ std::optional<ClientGreeting> parse_greeting(std::string_view line) {
 
 // Client-supplied text as it may appear in messages and logs: control bytes become '?',
 // so a module or user name cannot forge log lines or terminal escapes.
+// Whether `inner` is `outer` or below it, after resolving the symlinks of the parts that exist
+// (so /srv/web/../state and a symlinked state dir are judged by where they really are).
+bool is_beneath(const std::string& outer, const std::string& inner) {
+    std::error_code ec1, ec2;
+    auto o = std::filesystem::weakly_canonical(outer, ec1);
+    auto i = std::filesystem::weakly_canonical(inner, ec2);
+    if (ec1 || ec2) return false;
+    auto [oe, ie] = std::mismatch(o.begin(), o.end(), i.begin(), i.end());
+    return oe == o.end() || (std::next(oe) == o.end() && oe->empty());  // "dir/" ends in an empty part
+}
+
 std::string printable(std::string_view s, std::size_t max = 256) {
     std::string out;
     for (char c : s.substr(0, max)) out.push_back(static_cast<unsigned char>(c) < 0x20 || c == 0x7f ? '?' : c);
@@ -208,7 +220,9 @@ private:
     // rsync_module() up to the OK): hosts allow/deny, max connections, auth, entering the
     // module. `before_enter` runs just before chroot/setuid (the native side opens its state
     // dir there). nullopt: the client has been refused.
-    std::optional<Admitted> admit(const ModuleConfig& m, const std::function<bool()>& before_enter = {}) {
+    // before_enter(module path, %VAR%s expanded) runs before chroot and setuid; false: refused.
+    std::optional<Admitted> admit(const ModuleConfig& m,
+                                  const std::function<bool(const std::string&)>& before_enter = {}) {
         const ParamSet& p = m.params;
         if (p.flag(P::reverse_lookup)) resolve_peer_name(peer_);
         if (!host_allowed(p.str(P::hosts_allow), p.str(P::hosts_deny), peer_, p.flag(P::forward_lookup))) {
@@ -261,7 +275,7 @@ private:
             for (std::size_t at; (at = full.find("/./")) != std::string::npos;) full.erase(at, 2);
             hook_env_["RSYNC_MODULE_PATH"] = full;
         }
-        if (before_enter && !before_enter()) return std::nullopt;
+        if (before_enter && !before_enter(expanded.params.str(P::path))) return std::nullopt;
         auto env = enter_module(expanded);
         if (!env) {
             refuse(env.error().client, env.error().log);
@@ -323,7 +337,7 @@ private:
         // `include from` / `exclude from` may live outside the module: read them before
         // admit() chroots. An unreadable one refuses the client (never serve unfiltered).
         std::vector<std::string> include_from, exclude_from;
-        auto admitted = admit(m, [&]() {
+        auto admitted = admit(m, [&](const std::string&) {
             for (auto [param, lines] : {std::pair{P::include_from, &include_from}, std::pair{P::exclude_from, &exclude_from}}) {
                 if (!p.is_set(param) || p.str(param).empty()) continue;
                 std::string err;
@@ -452,7 +466,15 @@ private:
         std::string state_path = p.str(P::syncfs_state_dir);
         if (state_path.empty()) state_path = "/var/lib/syncfsd";
         state_path += "/" + m->name;
-        auto admitted = admit(*m, [&]() {
+        auto admitted = admit(*m, [&](const std::string& module_path) {
+            // Inside the module, clients could read it and (with write access) rewrite the
+            // stream files, whose holder pid a superseding session signals (stream_state.h).
+            if (is_beneath(module_path, state_path)) {
+                refuse("module " + m->name + " cannot keep replication state",
+                       "its syncfs state dir " + state_path + " is inside the module path " + module_path +
+                           ": set `syncfs state dir` to a directory outside it");
+                return false;
+            }
             // Started as root, the session runs as the module's uid (default nobody, see
             // privileges.cc): that user must be able to create its stream files.
             std::optional<uid_t> owner;

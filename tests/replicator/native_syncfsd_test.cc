@@ -271,5 +271,24 @@ TEST(NativeSyncfsd, NewConnectionOfAStreamSupersedesAHalfOpenOne) {
     EXPECT_EQ(d.log().find("killed by signal"), std::string::npos) << d.log();
 }
 
+// The stream state must be out of clients' reach (an rsync client with write access could
+// otherwise rewrite the holder pid a superseding session signals): a state dir inside the
+// module path refuses native connections with a message that says what to change, while
+// rsync clients of the same module are unaffected.
+TEST(NativeSyncfsd, StateDirInsideTheModuleIsRefused) {
+    Mirror s;
+    Daemon d(s.dir, fmt::format("use chroot = no\nuid = root\ngid = root\n[web]\npath = {}\nread only = no\n"
+                                "syncfs state dir = {}/./.syncfs\n",
+                                s.module, s.module));
+    ASSERT_GT(d.pid(), 0) << d.log();
+    auto link = MirrorLink::connect(fmt::format("rsync://127.0.0.1:{}/web", d.port()), "", "inside");
+    ASSERT_FALSE(link.has_value());
+    EXPECT_NE(link.error().message.find("cannot keep replication state"), std::string::npos) << link.error().message;
+    EXPECT_TRUE(log_has(d, "is inside the module path")) << d.log();
+    EXPECT_FALSE(std::filesystem::exists(s.module + "/.syncfs"));
+    auto pull = run("rsync -r " + d.url("web/") + " " + (s.dir / "out/"));
+    EXPECT_EQ(pull.status, 0) << pull.output;
+}
+
 }  // namespace
 }  // namespace sfs::test
