@@ -128,6 +128,7 @@ Result<StreamState> StreamState::open(int state_dir_fd, const std::string& strea
         state.applied_ = 0;  // torn or foreign: replay everything (ops are idempotent)
     }
     // Record ourselves as the holder (a later session of the stream may supersede us).
+    state.pid_ = static_cast<std::uint32_t>(::getpid());
     if (auto w = state.set_applied(state.applied_); !w)
         return fail(fmt::format("cannot write stream state {}: {}", name, std::strerror(w.error())), w.error());
     return state;
@@ -138,8 +139,7 @@ SysResult<void> StreamState::set_applied(std::uint64_t seq) noexcept {
     std::memcpy(rec, kMagic, 8);
     put64(rec + 8, seq);
     put64(rec + 16, seq_check(seq));
-    const auto pid = static_cast<std::uint32_t>(::getpid());
-    for (int i = 0; i < 4; ++i) rec[24 + i] = static_cast<unsigned char>(pid >> (8 * i));
+    for (int i = 0; i < 4; ++i) rec[24 + i] = static_cast<unsigned char>(pid_ >> (8 * i));
     ssize_t n = ::pwrite(fd_.get(), rec, sizeof rec, 0);
     if (n < 0) return last_errno();
     if (n != static_cast<ssize_t>(kRecordSize)) return std::unexpected(EIO);

@@ -43,6 +43,7 @@ private:
     UniqueFd dir_;            // streams/, fsynced once so a new state file's name is durable
     bool dir_synced_ = false;
     std::uint64_t applied_ = 0;
+    std::uint32_t pid_ = 0;   // ours, written into every record as the holder
 };
 
 // Opens or creates (mode 0700, parents included) the state directory. With `owner` (the
