@@ -147,8 +147,7 @@ Result<void> parse_into(File& file, std::string_view text, const std::string& pa
             std::size_t close = l.find(']');
             if (close == std::string_view::npos)
                 return fail(where(path, start_line) + "section header without closing ']'");
-            if (!trim(l.substr(close + 1)).empty())
-                return fail(where(path, start_line) + "text after section header ']'");
+            const std::string_view trailing = trim(l.substr(close + 1));
             std::string_view name = trim(l.substr(1, close - 1));
             if (name.empty()) return fail(where(path, start_line) + "empty section name '[]'");
             if (name.find('/') != std::string_view::npos)
@@ -158,7 +157,7 @@ Result<void> parse_into(File& file, std::string_view text, const std::string& pa
                 current = -1;
                 continue;
             }
-            file.sections.push_back(Section{std::string(name), start_line, {}, {}, source});
+            file.sections.push_back(Section{std::string(name), start_line, {}, {}, source, std::string(trailing)});
             current = static_cast<long>(file.sections.size()) - 1;
             continue;
         }

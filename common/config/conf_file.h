@@ -4,6 +4,8 @@
 // sections; `name = value` lines; `#` or `;` starts a comment line; a line ending in `\`
 // continues on the next one. Option names compare case-insensitively with spaces and
 // underscores ignored, as rsync's strwicmp() does ("read only" == "Read_Only" == "readonly").
+// As in rsync's params.c there are no trailing comments: text after a section header's `]`
+// is ignored (kept in Section::trailing), and a `#` after a value is part of the value.
 //
 // This layer knows no parameter names: it only splits the file into sections of
 // (key, value, line) entries and reports malformed lines as `file:line: why`. Which keys
@@ -34,6 +36,7 @@ struct Section {
     // defaults for its sections only (rsync pushes and pops the globals around it).
     std::vector<Entry> inherited;
     std::string source;  // the file of the `[name]` header when not the main file
+    std::string trailing;  // text after the header's `]`, ignored as rsync does (EatComment)
 };
 
 struct File {

@@ -90,6 +90,12 @@ Result<void> apply(const config::File& f, const config::Section& s, bool is_glob
             continue;
         }
         if (auto ok = validate(f, e, *p); !ok) return std::unexpected(ok.error());
+        // rsyncd.conf has no trailing comments (rsync keeps them in the value too); say so,
+        // because `path = /web   # the site` then names a directory that does not exist.
+        if (auto hash = e.value.find('#'); hash != std::string::npos && hash > 0 &&
+                                           (e.value[hash - 1] == ' ' || e.value[hash - 1] == '\t'))
+            warnings.push_back(at(f, e) + "the value of '" + e.key + "' contains ' #': rsyncd.conf has no trailing "
+                               "comments, so it is part of the value");
         into.set(*p, e.value);
     }
     return {};
@@ -107,6 +113,8 @@ Result<DaemonConfig> build_config(const config::File& file, std::vector<std::str
         ModuleConfig* m = nullptr;
         for (auto& existing : cfg.modules)
             if (existing.name == s.name) m = &existing;
+        if (!s.trailing.empty() && s.trailing.front() != '#' && s.trailing.front() != ';')
+            warnings.push_back(at(file, s) + "text after '[" + s.name + "]' ignored (as rsyncd does)");
         if (m) {
             warnings.push_back(at(file, s) + "module [" + s.name + "] repeated; options merged");
         } else {

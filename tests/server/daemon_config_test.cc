@@ -85,6 +85,22 @@ TEST(DaemonConfig, UnknownAndMisplacedOptionsWarnWithFileAndLine) {
     EXPECT_EQ(w[1], "t.conf:4: global option 'port' ignored in module [m]");
 }
 
+// rsync's params.c: text after a header's `]` is dropped; `#` after a value is part of the
+// value (so the annotated rsyncd.conf of many how-tos, `path = /web   # the site`, points at a
+// directory that does not exist under rsyncd too): syncfsd does the same and warns.
+TEST(DaemonConfig, TextAfterHeaderIsIgnoredAndCommentLikeValuesWarn) {
+    std::vector<std::string> w;
+    auto cfg = build("[web]                # the exported tree\npath = /web   # the site\n[two] x\npath = /t\n", w);
+    ASSERT_TRUE(cfg) << cfg.error().message;
+    ASSERT_EQ(cfg->modules.size(), 2u);
+    EXPECT_EQ(cfg->modules[0].name, "web");
+    EXPECT_EQ(cfg->modules[0].params.str(P::path), "/web   # the site");
+    ASSERT_EQ(w.size(), 2u);
+    EXPECT_EQ(w[0], "t.conf:2: the value of 'path' contains ' #': rsyncd.conf has no trailing comments, so it is part "
+                    "of the value");
+    EXPECT_EQ(w[1], "t.conf:3: text after '[two]' ignored (as rsyncd does)");
+}
+
 TEST(DaemonConfig, MalformedLinesFailWithFileAndLine) {
     struct Case {
         std::string text, error;
