@@ -89,14 +89,26 @@ Result<void> apply(const config::File& f, const config::Section& s, bool is_glob
                                s.name + "]");
             continue;
         }
-        if (auto ok = validate(f, e, *p); !ok) return std::unexpected(ok.error());
-        // rsyncd.conf has no trailing comments (rsync keeps them in the value too); say so,
-        // because `path = /web   # the site` then names a directory that does not exist.
-        if (auto hash = e.value.find('#'); hash != std::string::npos && hash > 0 &&
-                                           (e.value[hash - 1] == ' ' || e.value[hash - 1] == '\t'))
-            warnings.push_back(at(f, e) + "the value of '" + e.key + "' contains ' #': rsyncd.conf has no trailing "
-                               "comments, so it is part of the value");
-        into.set(*p, e.value);
+        // rsyncd.conf has no trailing comments: rsync keeps `value   # text` whole. For a
+        // number or a boolean that leaves nothing usable (rsyncd atoi()s the number and
+        // ignores such a boolean line, keeping the default), so the text is dropped as the
+        // comment it was meant to be; other values keep it, as with rsyncd, because
+        // `path = /web   # the site` may be deliberate. Both are reported.
+        config::Entry entry = e;
+        const auto hash = entry.value.find('#');
+        if (hash != std::string::npos && hash > 0 && (entry.value[hash - 1] == ' ' || entry.value[hash - 1] == '\t')) {
+            const ParamType type = info(*p).type;
+            if (type == ParamType::boolean || type == ParamType::tristate || type == ParamType::integer) {
+                entry.value.resize(entry.value.find_last_not_of(" \t", hash - 1) + 1);
+                warnings.push_back(at(f, e) + "'" + e.key + "': text from '#' on ignored (rsyncd.conf has no "
+                                   "trailing comments; put comments on their own line)");
+            } else {
+                warnings.push_back(at(f, e) + "the value of '" + e.key + "' contains ' #': rsyncd.conf has no "
+                                   "trailing comments, so it is part of the value");
+            }
+        }
+        if (auto ok = validate(f, entry, *p); !ok) return std::unexpected(ok.error());
+        into.set(*p, entry.value);
     }
     return {};
 }

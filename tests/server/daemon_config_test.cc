@@ -87,18 +87,27 @@ TEST(DaemonConfig, UnknownAndMisplacedOptionsWarnWithFileAndLine) {
 
 // rsync's params.c: text after a header's `]` is dropped; `#` after a value is part of the
 // value (so the annotated rsyncd.conf of many how-tos, `path = /web   # the site`, points at a
-// directory that does not exist under rsyncd too): syncfsd does the same and warns.
+// directory that does not exist under rsyncd too): syncfsd does the same and warns. Numbers
+// and booleans drop the comment (rsyncd atoi()s the number, ignores the boolean line).
 TEST(DaemonConfig, TextAfterHeaderIsIgnoredAndCommentLikeValuesWarn) {
     std::vector<std::string> w;
-    auto cfg = build("[web]                # the exported tree\npath = /web   # the site\n[two] x\npath = /t\n", w);
+    auto cfg = build("max connections = 10   # at most\n[web]                # the exported tree\n"
+                     "path = /web   # the site\nread only = no\t# uploads\n[two] x\npath = /t\n",
+                     w);
     ASSERT_TRUE(cfg) << cfg.error().message;
     ASSERT_EQ(cfg->modules.size(), 2u);
     EXPECT_EQ(cfg->modules[0].name, "web");
     EXPECT_EQ(cfg->modules[0].params.str(P::path), "/web   # the site");
-    ASSERT_EQ(w.size(), 2u);
-    EXPECT_EQ(w[0], "t.conf:2: the value of 'path' contains ' #': rsyncd.conf has no trailing comments, so it is part "
+    EXPECT_EQ(cfg->modules[0].params.number(P::max_connections), 10);
+    EXPECT_FALSE(cfg->modules[0].params.flag(P::read_only));
+    ASSERT_EQ(w.size(), 4u);
+    EXPECT_EQ(w[0], "t.conf:1: 'max connections': text from '#' on ignored (rsyncd.conf has no trailing comments; "
+                    "put comments on their own line)");
+    EXPECT_EQ(w[1], "t.conf:3: the value of 'path' contains ' #': rsyncd.conf has no trailing comments, so it is part "
                     "of the value");
-    EXPECT_EQ(w[1], "t.conf:3: text after '[two]' ignored (as rsyncd does)");
+    EXPECT_EQ(w[2], "t.conf:4: 'read only': text from '#' on ignored (rsyncd.conf has no trailing comments; put "
+                    "comments on their own line)");
+    EXPECT_EQ(w[3], "t.conf:5: text after '[two]' ignored (as rsyncd does)");
 }
 
 TEST(DaemonConfig, MalformedLinesFailWithFileAndLine) {
