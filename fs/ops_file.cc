@@ -230,8 +230,11 @@ void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fu
         }
         set_open_reply(ctx, fi, fd->release(), flags);
         if (fuse_reply_create(req, &e, fi) != 0) {
+            // Interrupted: the kernel never learnt the node (no RELEASE, no FORGET), so its
+            // lookup is dropped here or the Inode would stay for the mount's lifetime.
             ::close(fd_of(fi));
             ctx.table.end_open(**inode);
+            ctx.table.forget(*inode, 1);
         }
     });
 }

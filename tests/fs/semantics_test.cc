@@ -702,6 +702,7 @@ void tmpfile_scenario(Transcript& t) {
     t.rc("write late", ::write(fd, "late", 4));
     int opath = static_cast<int>(t.ok("open O_PATH of tmpfile", ::open(proc_fd(fd).c_str(), O_PATH)));
     ::close(fd);
+    fstat_note(t, "O_PATH of a closed tmpfile", opath);
     t.rc("linkat O_PATH", ::linkat(opath, "", AT_FDCWD, t.p("d/late").c_str(), AT_EMPTY_PATH));
     ::close(opath);
     t.content("d/late");
@@ -721,6 +722,9 @@ void tmpfile_scenario(Transcript& t) {
 TEST(Semantics, Tmpfile) { compare(tmpfile_scenario); }
 
 TEST(Semantics, TmpfileNoWriteback) { compare(tmpfile_scenario, {"no_writeback"}); }
+
+// Every stat asks the daemon, also after the last handle closed (the O_PATH case).
+TEST(Semantics, TmpfileNoCache) { compare(tmpfile_scenario, {"timeout=0"}); }
 
 // A non-root caller: the tmpfile is its own (group inherited in a set-group-ID directory),
 // and a directory it cannot write refuses it.
