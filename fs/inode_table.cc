@@ -257,6 +257,62 @@ SysResult<Inode*> InodeTable::remember(Inode* parent, const char* name, const st
     return inode;
 }
 
+SysResult<Inode*> InodeTable::remember_anonymous(const struct stat& st, UniqueFd fd) noexcept {
+    if (!fd) return std::unexpected(EBADF);
+    if (!reserve_open()) return std::unexpected(ENFILE);
+    const SrcId id{st.st_ino, st.st_dev};
+    std::string handle;
+    if (handles_supported_) {
+        if (auto h = sys::file_handle(fd.get())) handle = std::move(*h);
+    }
+    Inode* inode = nullptr;
+    try {
+        std::lock_guard lock(mu_);
+        if (auto it = inodes_.find(id); it != inodes_.end()) {
+            // The number of a node the table still remembers without an fd (so it may be gone
+            // on SOURCE and its number reused); its fd, if any, is this very inode.
+            inode = it->second.get();
+        } else {
+            auto fresh = std::make_unique<Inode>();
+            fresh->id = id;
+            fresh->handle = std::move(handle);
+            inode = fresh.get();
+            inodes_.emplace(id, std::move(fresh));
+        }
+        ++inode->nlookup;
+        inode->anonymous = true;
+    } catch (const std::bad_alloc&) {
+        open_handles_.fetch_sub(1);
+        return std::unexpected(ENOMEM);
+    }
+    std::vector<int> to_close;
+    {
+        std::lock_guard lock(fd_mu_);
+        if (inode->anon_pin) {
+            open_handles_.fetch_sub(1);
+        } else {
+            inode->anon_pin = true;
+            ++inode->opens;
+            lru_remove_locked(inode);
+        }
+        if (inode->fd < 0) {
+            inode->fd = fd.release();
+            ++cached_;
+        }
+        evict_locked(to_close);
+    }
+    for (int c : to_close) ::close(c);
+    return inode;
+}
+
+void InodeTable::drop_anon_pin(Inode* inode) noexcept {
+    std::lock_guard lock(fd_mu_);
+    if (!inode->anon_pin) return;
+    inode->anon_pin = false;
+    open_handles_.fetch_sub(1);
+    if (--inode->opens == 0 && inode->fd >= 0) lru_add_locked(inode);
+}
+
 void InodeTable::release_locked(Inode* inode, std::vector<Inode*>& dead) noexcept {
     // Freeing a node drops the references its names hold on their parents, which may free
     // those in turn.
@@ -299,6 +355,11 @@ void InodeTable::reap(std::vector<Inode*>& dead) noexcept {
         std::lock_guard lock(fd_mu_);
         for (Inode* d : dead) {
             lru_remove_locked(d);
+            if (d->anon_pin) {  // an O_TMPFILE forgotten without being linked in
+                d->anon_pin = false;
+                --d->opens;
+                open_handles_.fetch_sub(1);
+            }
             if (d->pins > 0) {
                 d->reaped = true;
                 continue;
@@ -350,18 +411,22 @@ void InodeTable::name_removed(SrcId id, Inode* parent, const std::string& name,
 
 void InodeTable::linked(SrcId id, Inode* parent, const std::string& name) noexcept {
     std::vector<Inode*> dead;
+    Inode* named = nullptr;
     {
         std::lock_guard lock(mu_);
         auto it = inodes_.find(id);
         if (it != inodes_.end()) {
-            Inode* inode = it->second.get();
-            inode->anonymous = false;
+            named = it->second.get();
+            named->anonymous = false;
             try {
-                add_name_locked(inode, parent, name, dead);
+                add_name_locked(named, parent, name, dead);
             } catch (const std::bad_alloc&) {
             }
         }
     }
+    // Named now: reopened by its handle like any node, so its fd may go back to the cache.
+    // (The kernel holds a reference to it until the LINK reply: it is not freed meanwhile.)
+    if (named) drop_anon_pin(named);
     reap(dead);
 }
 
@@ -434,12 +499,18 @@ std::optional<std::string> InodeTable::child_path(Inode& parent, const char* nam
     return p;
 }
 
-SysResult<void> InodeTable::begin_open(Inode& inode) noexcept {
+bool InodeTable::reserve_open() noexcept {
     if (open_handles_.fetch_add(1) + kReserve + kMinCache >= max_fds_) {
         open_handles_.fetch_sub(1);
-        spdlog::warn("open refused: {} open files reach the fd budget max_fds={}", open_handles_.load(), max_fds_);
-        return std::unexpected(ENFILE);
+        spdlog::warn("open refused: {} open files and unlinked O_TMPFILEs reach the fd budget max_fds={}",
+                     open_handles_.load(), max_fds_);
+        return false;
     }
+    return true;
+}
+
+SysResult<void> InodeTable::begin_open(Inode& inode) noexcept {
+    if (!reserve_open()) return std::unexpected(ENFILE);
     std::vector<int> to_close;
     {
         std::lock_guard lock(fd_mu_);

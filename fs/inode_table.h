@@ -18,6 +18,12 @@
 //    file whose remembered name is unlinked still has its other names. A node's path is the
 //    walk up to the root through the first names. A node with no known name falls back to
 //    readlink(/proc/self/fd/N) of its O_PATH fd; an unlinked node (nlink 0) has no path.
+//  - An O_TMPFILE node (remember_anonymous) has no name on SOURCE to reopen it by, and a
+//    file handle of an unlinked inode may not open (ESTALE), yet the kernel may still send
+//    requests for it after its last FUSE handle is closed (an O_PATH fd of it, then
+//    linkat(AT_EMPTY_PATH)). So it pins its O_PATH fd until it is linked in or forgotten,
+//    and that pin costs one unit of the open-handle budget (ENFILE beyond it), like an
+//    open file: the fd cap holds however many tmpfiles there are.
 //  - A lookup runs without ns_mu (the kernel revalidates cached entries without the parent
 //    directory's lock), so it may open a name just before a rename or unlink moves it. The
 //    caller passes the namespace generation it saw before opening the name; remember()
@@ -80,7 +86,8 @@ struct Inode {
     // Guarded by InodeTable::fd_mu_.
     int fd = -1;
     std::uint32_t pins = 0;      // PathFds in use
-    std::uint32_t opens = 0;     // open file/dir handles: fd stays while > 0
+    std::uint32_t opens = 0;     // open file/dir handles (+1 for anon_pin): fd stays while > 0
+    bool anon_pin = false;       // an O_TMPFILE node not linked in yet: one budget unit (see above)
     bool reaped = false;         // forgotten while pinned: the last unpin closes and deletes
     bool in_lru = false;
     std::list<Inode*>::iterator lru_pos;
@@ -156,6 +163,12 @@ public:
                                const std::atomic<std::uint64_t>* ns_gen = nullptr,
                                std::uint64_t seen_gen = 0) noexcept;
 
+    // Records that the kernel now knows the O_TMPFILE node `st` (one more lookup). It has no
+    // name: its records start when it is linked in (linked()). `path_fd`, an O_PATH fd of
+    // it, stays pinned until then or until the node is forgotten; it costs one unit of the
+    // open-handle budget, so this fails with ENFILE when the budget is exhausted.
+    SysResult<Inode*> remember_anonymous(const struct stat& st, UniqueFd path_fd) noexcept;
+
     // The kernel dropped `n` references.
     void forget(Inode* inode, std::uint64_t n) noexcept;
 
@@ -165,6 +178,7 @@ public:
     void renamed(SrcId moved, Inode* old_parent, const std::string& old_name, Inode* new_parent,
                  const std::string& new_name) noexcept;
     void name_removed(SrcId id, Inode* parent, const std::string& name, std::uint64_t nlink_after) noexcept;
+    // A link through the mount gave node `id` the name parent/name (ends an O_TMPFILE pin).
     void linked(SrcId id, Inode* parent, const std::string& name) noexcept;
 
     // The node's path relative to SOURCE ("" = root), or nullopt for an unlinked node.
@@ -197,6 +211,8 @@ private:
     void lru_add_locked(Inode* inode) noexcept;    // fd_mu_ held
     void lru_remove_locked(Inode* inode) noexcept; // fd_mu_ held
     void evict_locked(std::vector<int>& to_close) noexcept;  // fd_mu_ held
+    bool reserve_open() noexcept;                  // one unit of the open-handle budget
+    void drop_anon_pin(Inode* inode) noexcept;     // no lock held
     std::size_t capacity() const noexcept;
 
     Inode root_;

@@ -103,6 +103,45 @@ void kill_setid_on_write(fuse_req_t req, FsContext& ctx, fuse_ino_t ino, int fd)
     if (changed) invalidate_attrs(ctx, ino);
 }
 
+// open(dir, O_TMPFILE), arriving as a CREATE (fs/request_io.h) with the name "/": an
+// unnamed file in `parent` on SOURCE, given to the caller like a created one. No record:
+// nothing a mirror could replay exists until it is linked in, and then `link` records
+// Create + Write[0,size) (ops_namespace.cc). The node pins its O_PATH fd until then
+// (InodeTable::remember_anonymous). O_EXCL is not passed to SOURCE: the kernel itself keeps
+// such a file unlinkable (it never sends LINK for it), and SOURCE's file must stay
+// linkable for the files that may be linked.
+void create_tmpfile(fuse_req_t req, FsContext& ctx, Inode& parent, int parent_fd, mode_t mode, fuse_file_info* fi) {
+    const int flags = backing_flags(ctx, fi->flags);
+    auto fd = sys::openat(parent_fd, ".", flags, mode);
+    if (!fd) return (void)fuse_reply_err(req, fd.error());
+    auto st = sys::fstat(fd->get());
+    if (!st) return (void)fuse_reply_err(req, st.error());
+    if (auto r = give_to_caller(req, parent_fd, fd->get(), *st); !r) {
+        spdlog::warn("O_TMPFILE in {}: cannot give new file to uid {}: {}", ctx.table.path_of(parent).value_or("?"),
+                     fuse_req_ctx(req)->uid, std::strerror(r.error()));
+    }
+    auto path_fd = sys::openat(AT_FDCWD, sys::ProcFdPath(fd->get()).c_str(), O_PATH);
+    if (!path_fd) return (void)fuse_reply_err(req, path_fd.error());
+    auto inode = ctx.table.remember_anonymous(*st, std::move(*path_fd));
+    if (!inode) return (void)fuse_reply_err(req, inode.error());
+    if (auto r = ctx.table.begin_open(**inode); !r) {
+        ctx.table.forget(*inode, 1);
+        return (void)fuse_reply_err(req, r.error());
+    }
+    fuse_entry_param e{};
+    e.ino = ctx.table.id_of(*inode);
+    e.attr = *st;
+    e.attr_timeout = ctx.timeout;
+    e.entry_timeout = 0;  // the kernel's dentry "/" is never looked up
+    set_open_reply(ctx, fi, fd->release(), flags);
+    if (fuse_reply_create(req, &e, fi) != 0) {
+        // Interrupted: the kernel never learnt the node, so no RELEASE or FORGET will come.
+        ::close(fd_of(fi));
+        ctx.table.end_open(**inode);
+        ctx.table.forget(*inode, 1);
+    }
+}
+
 }  // namespace
 
 void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
@@ -147,6 +186,7 @@ void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fu
         Inode& p = *ctx.table.get(parent);
         auto pfd = ctx.table.path_fd(p);
         if (!pfd) return (void)fuse_reply_err(req, pfd.error());
+        if ((fi->flags & O_TMPFILE) == O_TMPFILE) return create_tmpfile(req, ctx, p, pfd->get(), mode, fi);
         const int flags = backing_flags(ctx, fi->flags);
         std::lock_guard lock(ctx.ns_mu);
         bool created = true;
@@ -190,8 +230,11 @@ void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fu
         }
         set_open_reply(ctx, fi, fd->release(), flags);
         if (fuse_reply_create(req, &e, fi) != 0) {
+            // Interrupted: the kernel never learnt the node (no RELEASE, no FORGET), so its
+            // lookup is dropped here or the Inode would stay for the mount's lifetime.
             ::close(fd_of(fi));
             ctx.table.end_open(**inode);
+            ctx.table.forget(*inode, 1);
         }
     });
 }

@@ -88,9 +88,21 @@ void patch_init_reply(FsContext& ctx, struct iovec* iov, int count) noexcept {
     ctx.killpriv_v2.store(true, std::memory_order_release);
 }
 
+// FUSE_TMPFILE becomes FUSE_CREATE (see request_io.h): same request and reply layout, and
+// the open flags (O_TMPFILE) still say what it is. Other requests are left alone.
+void route_tmpfile(char* buf, std::size_t len) noexcept {
+    fuse_in_header in;
+    if (!read_arg(buf, len, in) || in.opcode != FUSE_TMPFILE) return;
+    const std::uint32_t create = FUSE_CREATE;
+    std::memcpy(buf + offsetof(fuse_in_header, opcode), &create, sizeof(create));
+}
+
 ssize_t io_read(int fd, void* buf, size_t len, void* userdata) {
     const ssize_t n = ::read(fd, buf, len);
-    if (n > 0) inspect_request(*static_cast<FsContext*>(userdata), static_cast<const char*>(buf), static_cast<std::size_t>(n));
+    if (n > 0) {
+        route_tmpfile(static_cast<char*>(buf), static_cast<std::size_t>(n));
+        inspect_request(*static_cast<FsContext*>(userdata), static_cast<const char*>(buf), static_cast<std::size_t>(n));
+    }
     return n;
 }
 

@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -260,6 +262,52 @@ TEST_F(ChangeRecords, RenameBetweenTwoLinksOfOneFileIsNoChange) {
     EXPECT_TRUE(got[0] == "setattr f mode=100600" || got[0] == "setattr g mode=100600") << got[0];
 }
 
+// An O_TMPFILE has nothing a mirror could replay until it is linked in: its writes and
+// attribute changes make no records, and the link is a new file with all its data.
+TEST_F(ChangeRecords, TmpfileLinkedInIsCreateAndWrite) {
+    ASSERT_EQ(::mkdir(m.at("d").c_str(), 0755), 0);
+    m.sink().take();
+    int fd = ::open(m.at("d").c_str(), O_TMPFILE | O_RDWR, 0640);
+    ASSERT_GE(fd, 0) << std::strerror(errno);
+    ASSERT_EQ(::pwrite(fd, "hello", 5, 0), 5);
+    ASSERT_EQ(::fchmod(fd, 0600), 0);
+    ASSERT_EQ(::ftruncate(fd, 7), 0);
+    EXPECT_EQ(take(), std::vector<std::string>{});
+    const std::string proc = "/proc/self/fd/" + std::to_string(fd);
+    ASSERT_EQ(::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, m.at("d/t").c_str(), AT_SYMLINK_FOLLOW), 0);
+    ASSERT_EQ(::close(fd), 0);
+    auto records = m.sink().take();
+    EXPECT_EQ(describe_all(records), (std::vector<std::string>{"create d/t mode=100600 uid=0 gid=0", "write d/t [0,+7)"}));
+    ASSERT_EQ(records.size(), 2u);
+    EXPECT_EQ(records[0].ino, ino_of(m.src("d/t")));
+    EXPECT_EQ(records[1].ino, records[0].ino);
+    // From now on it is an ordinary file.
+    ASSERT_EQ(::chmod(m.at("d/t").c_str(), 0644), 0);
+    EXPECT_EQ(take(), (std::vector<std::string>{"setattr d/t mode=100644"}));
+}
+
+TEST_F(ChangeRecords, TmpfileNeverLinkedMakesNoRecords) {
+    for (int i = 0; i < 3; ++i) {
+        int fd = ::open(m.mnt().c_str(), O_TMPFILE | O_RDWR, 0644);
+        ASSERT_GE(fd, 0) << std::strerror(errno);
+        ASSERT_EQ(::pwrite(fd, "data", 4, 4096), 4);
+        ASSERT_EQ(::fallocate(fd, 0, 0, 8192), 0);
+        ASSERT_EQ(::fchmod(fd, 0600), 0);
+        ASSERT_EQ(::fsync(fd), 0);
+        ASSERT_EQ(::close(fd), 0);
+    }
+    // An O_EXCL one cannot be linked at all.
+    int fd = ::open(m.mnt().c_str(), O_TMPFILE | O_EXCL | O_WRONLY, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::write(fd, "x", 1), 1);
+    const std::string proc = "/proc/self/fd/" + std::to_string(fd);
+    EXPECT_EQ(::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, m.at("t").c_str(), AT_SYMLINK_FOLLOW), -1);
+    EXPECT_EQ(errno, ENOENT);
+    ::close(fd);
+    EXPECT_EQ(take(), std::vector<std::string>{});
+    EXPECT_TRUE(std::filesystem::is_empty(m.source()));
+}
+
 TEST_F(ChangeRecords, MkdirRmdirAndNestedPaths) {
     ASSERT_EQ(::mkdir(m.at("d").c_str(), 0750), 0);
     ASSERT_EQ(::mkdir(m.at("d/e").c_str(), 0755), 0);
@@ -354,6 +402,73 @@ TEST(ChangeRecordsWriteback, WritesAreCoveredByRecords) {
     EXPECT_TRUE(covered[1]);
     ASSERT_FALSE(records.empty());
     EXPECT_EQ(records[0].kind, ChangeKind::Create);
+}
+
+// With the writeback cache the tmpfile's data may reach SOURCE only after the link (at
+// close): the records still start with the Create and cover every byte.
+TEST(ChangeRecordsWriteback, TmpfileLinkedInIsCreateThenItsData) {
+    InProcessMount m;
+    m.start();
+    int fd = ::open(m.mnt().c_str(), O_TMPFILE | O_RDWR, 0640);
+    ASSERT_GE(fd, 0) << std::strerror(errno);
+    ASSERT_EQ(::pwrite(fd, "0123456789", 10, 5000), 10);
+    const std::string proc = "/proc/self/fd/" + std::to_string(fd);
+    ASSERT_EQ(::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, m.at("t").c_str(), AT_SYMLINK_FOLLOW), 0);
+    ASSERT_EQ(::close(fd), 0);
+    auto records = m.sink().take();
+    ASSERT_FALSE(records.empty());
+    EXPECT_EQ(describe(records[0]), "create t mode=100640 uid=0 gid=0");
+    bool covered = false;
+    for (const auto& r : records) {
+        EXPECT_EQ(r.path, "t") << describe(r);
+        EXPECT_TRUE(r.kind == ChangeKind::Create || r.kind == ChangeKind::Write || r.kind == ChangeKind::Setattr)
+            << describe(r);
+        if (r.kind == ChangeKind::Write && r.offset <= 5000 && r.offset + r.length >= 5010) covered = true;
+    }
+    EXPECT_TRUE(covered);
+}
+
+// The kernel's writeback cache follows unlink, rename and link with a synchronous
+// SETATTR(mtime, ctime) carrying its cached mtime (docs/fs.md, "Time flushes"). When that
+// mtime is SOURCE's own, syncfs changes nothing and records nothing: the op is its one
+// record. A real time change still is a Setattr. (The files are made on SOURCE: one just
+// written through the mount may have a cached mtime older than SOURCE's, from before its
+// data was written back, and then the flush is a real change, recorded.)
+TEST(ChangeRecordsWriteback, TimeFlushAfterNamespaceOpsIsNoRecord) {
+    InProcessMount m;
+    m.prepare_source([](const std::string& src) {
+        for (const char* name : {"f", "g", "h"}) write_file(src + "/" + name, "data");
+    });
+    m.start();
+    struct stat before;
+    ASSERT_EQ(::stat(m.src("g").c_str(), &before), 0);
+    m.sink().take();
+    ASSERT_EQ(::unlink(m.at("f").c_str()), 0);
+    EXPECT_EQ(describe_all(m.sink().take()), (std::vector<std::string>{"unlink f nlink=0"}));
+    ASSERT_EQ(::rename(m.at("g").c_str(), m.at("g2").c_str()), 0);
+    EXPECT_EQ(describe_all(m.sink().take()), (std::vector<std::string>{"rename g to g2 flags=0"}));
+    ASSERT_EQ(::link(m.at("g2").c_str(), m.at("g3").c_str()), 0);
+    EXPECT_EQ(describe_all(m.sink().take()), (std::vector<std::string>{"link g3 = g2"}));
+    struct stat after;
+    ASSERT_EQ(::stat(m.src("g2").c_str(), &after), 0);
+    EXPECT_EQ(after.st_mtim.tv_sec, before.st_mtim.tv_sec);
+    EXPECT_EQ(after.st_mtim.tv_nsec, before.st_mtim.tv_nsec);
+    // An open, unlinked file: its time flush is no record either.
+    int fd = ::open(m.at("h").c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::unlink(m.at("h").c_str()), 0);
+    ::close(fd);
+    EXPECT_EQ(describe_all(m.sink().take()), (std::vector<std::string>{"unlink h nlink=0"}));
+    // utimes is a change.
+    struct timeval tv[2] = {{1000, 0}, {2000, 0}};
+    ASSERT_EQ(::utimes(m.at("g2").c_str(), tv), 0);
+    auto records = m.sink().take();
+    ASSERT_EQ(records.size(), 1u) << describe_all(records).size();
+    EXPECT_EQ(records[0].kind, ChangeKind::Setattr);
+    EXPECT_TRUE(records[0].attr_mask & kAttrMtime);
+    EXPECT_EQ(records[0].mtime.tv_sec, 2000);
+    ASSERT_EQ(::stat(m.src("g2").c_str(), &after), 0);
+    EXPECT_EQ(after.st_mtim.tv_sec, 2000);
 }
 
 }  // namespace

@@ -8,8 +8,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <vector>
 
 #include "tests/fs/mount_fixture.h"
 #include "tests/fs/process_util.h"
@@ -104,6 +106,96 @@ TEST(FdBound, HundredThousandFilesStayUnderMaxFds) {
     EXPECT_LT(after_third - after_first, 8 * 1024) << "RSS grew from " << after_first << " to " << after_third << " KiB";
     // The daemon still answers after all that.
     EXPECT_EQ(::stat((mnt + "/d0/f0").c_str(), &st), 0);
+}
+
+// The daemon's fds that still refer to unlinked files on SOURCE ("... (deleted)").
+std::size_t deleted_fds(pid_t pid, const std::string& src) {
+    std::size_t n = 0;
+    for (auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) {
+        std::error_code ec;
+        auto target = std::filesystem::read_symlink(e.path(), ec).string();
+        if (!ec && target.rfind(src + "/", 0) == 0 && target.ends_with(" (deleted)")) ++n;
+    }
+    return n;
+}
+
+// O_TMPFILE nodes pin an fd each until linked in or forgotten (docs/fs.md, "O_TMPFILE"):
+// closed ones give it back, so 2000 of them leave the daemon's fd count where it was and
+// nothing of them on SOURCE; open ones are bounded by max_fds (ENFILE beyond).
+TEST(FdBound, TmpfilesGiveTheirFdsBackAndStayUnderMaxFds) {
+    constexpr std::size_t kMaxFds = 128;
+    TempDir dir;
+    const std::string src = dir.sub("src"), mnt = dir.sub("mnt");
+    std::filesystem::create_directories(src);
+    std::filesystem::create_directories(mnt);
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        ::execl(SYNCFS_BINARY, "syncfs", src.c_str(), mnt.c_str(), "-f", "-o", "max_fds=128", nullptr);
+        ::_exit(127);
+    }
+    struct Reaper {
+        pid_t pid;
+        std::string mnt;
+        std::vector<int> fds;
+        ~Reaper() {
+            for (int fd : fds) ::close(fd);
+            ::umount2(mnt.c_str(), MNT_DETACH);
+            ::kill(pid, SIGTERM);
+            int status;
+            ::waitpid(pid, &status, 0);
+        }
+    } reaper{pid, mnt, {}};
+    ASSERT_TRUE(wait_for([&] { return !mount_line(mnt).empty(); })) << "mount did not appear";
+    const std::string real_src = std::filesystem::canonical(src).string();
+
+    // Warm up (threads started, root cached), then the baseline.
+    for (int i = 0; i < 20; ++i) {
+        int fd = ::open(mnt.c_str(), O_TMPFILE | O_RDWR, 0600);
+        ASSERT_GE(fd, 0) << std::strerror(errno);
+        ::close(fd);
+    }
+    ASSERT_TRUE(wait_for([&] { return deleted_fds(pid, real_src) == 0; }));
+    const std::size_t baseline = open_fds(pid);
+    std::size_t peak = baseline;
+    for (int i = 0; i < 2000; ++i) {
+        int fd = ::open(mnt.c_str(), O_TMPFILE | O_RDWR, 0600);
+        ASSERT_GE(fd, 0) << i << ": " << std::strerror(errno);
+        ASSERT_EQ(::write(fd, "0123456789", 10), 10);
+        ASSERT_EQ(::close(fd), 0);
+        if (i % 100 == 0) peak = std::max(peak, open_fds(pid));
+    }
+    // The kernel forgets a closed tmpfile soon after, not synchronously.
+    EXPECT_TRUE(wait_for([&] { return open_fds(pid) <= baseline + 2 && deleted_fds(pid, real_src) == 0; }))
+        << open_fds(pid) << " fds now, " << baseline << " before, " << deleted_fds(pid, real_src) << " deleted files";
+    EXPECT_LE(peak, kMaxFds);
+    EXPECT_TRUE(std::filesystem::is_empty(src));
+
+    // Held open: each costs two budget units (its handle and its pin) until ENFILE.
+    int refused_errno = 0;
+    for (int i = 0; i < 200; ++i) {
+        int fd = ::open(mnt.c_str(), O_TMPFILE | O_RDWR, 0600);
+        if (fd < 0) {
+            refused_errno = errno;
+            break;
+        }
+        reaper.fds.push_back(fd);
+    }
+    EXPECT_EQ(refused_errno, ENFILE);
+    EXPECT_GE(reaper.fds.size(), 10u);
+    EXPECT_LT(reaper.fds.size(), kMaxFds / 2);
+    EXPECT_LE(open_fds(pid), kMaxFds);
+    // Linking one in ends its pin; closing all gives everything back.
+    const std::string proc = "/proc/self/fd/" + std::to_string(reaper.fds.front());
+    ASSERT_EQ(::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, (mnt + "/kept").c_str(), AT_SYMLINK_FOLLOW), 0);
+    for (int fd : reaper.fds) ::close(fd);
+    reaper.fds.clear();
+    EXPECT_TRUE(wait_for([&] { return deleted_fds(pid, real_src) == 0; }));
+    int fd = ::open(mnt.c_str(), O_TMPFILE | O_RDWR, 0600);
+    EXPECT_GE(fd, 0) << std::strerror(errno);
+    ::close(fd);
+    struct stat st;
+    EXPECT_EQ(::stat((src + "/kept").c_str(), &st), 0);
 }
 
 }  // namespace

@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
+#include <vector>
 #include <atomic>
 #include <filesystem>
 #include <memory>
@@ -119,6 +121,62 @@ TEST(InodeTable, LookupRacingWithANamespaceOpIsRefused) {
     auto accepted = t.remember("f", &gen, gen.load());
     ASSERT_TRUE(accepted.has_value());
     EXPECT_EQ(t.table->path_of(**accepted), "f");
+}
+
+// An O_TMPFILE node (remember_anonymous) has no path, holds its fd and one unit of the
+// open-handle budget until it is linked in or forgotten, and the budget bounds how many
+// there can be.
+TEST(InodeTable, TmpfileNodePinsItsFdUntilLinkedOrForgotten) {
+    TempDir dir;
+    UniqueFd root(::open(dir.path.c_str(), O_PATH | O_DIRECTORY));
+    struct stat root_st;
+    ASSERT_EQ(::fstat(root.get(), &root_st), 0);
+    InodeTable table(std::move(root), root_st, 128);
+    auto make = [&]() -> SysResult<Inode*> {
+        UniqueFd file(::openat(table.root_fd(), ".", O_TMPFILE | O_RDWR, 0600));
+        EXPECT_TRUE(file) << std::strerror(errno);
+        struct stat st;
+        EXPECT_EQ(::fstat(file.get(), &st), 0);
+        UniqueFd path(::open(("/proc/self/fd/" + std::to_string(file.get())).c_str(), O_PATH));
+        return table.remember_anonymous(st, std::move(path));
+    };
+    auto a = make();
+    ASSERT_TRUE(a.has_value());
+    EXPECT_EQ(table.open_handles(), 1u);
+    EXPECT_EQ(table.path_of(**a), std::nullopt);
+    ASSERT_TRUE(table.begin_open(**a).has_value());
+    table.end_open(**a);
+    EXPECT_EQ(table.open_handles(), 1u);  // closed, still pinned
+    {
+        auto fd = table.path_fd(**a);
+        ASSERT_TRUE(fd.has_value());
+        ASSERT_EQ(::linkat(fd->get(), "", table.root_fd(), "t", AT_EMPTY_PATH), 0) << std::strerror(errno);
+    }
+    table.linked((*a)->id, &table.root(), "t");
+    EXPECT_EQ(table.open_handles(), 0u);
+    EXPECT_EQ(table.path_of(**a), "t");
+
+    auto b = make();
+    ASSERT_TRUE(b.has_value());
+    EXPECT_EQ(table.size(), 2u);
+    table.forget(*b, 1);
+    EXPECT_EQ(table.size(), 1u);
+    EXPECT_EQ(table.open_handles(), 0u);
+    EXPECT_EQ(table.cached_fds(), 1u);  // only t's
+
+    std::vector<Inode*> held;
+    for (int i = 0; i < 200; ++i) {
+        auto n = make();
+        if (!n) {
+            EXPECT_EQ(n.error(), ENFILE);
+            break;
+        }
+        held.push_back(*n);
+    }
+    EXPECT_EQ(held.size(), 128u - 64u);  // max_fds minus the reserve and the cache's minimum
+    for (Inode* n : held) table.forget(n, 1);
+    EXPECT_EQ(table.open_handles(), 0u);
+    EXPECT_LE(table.cached_fds(), 1u);  // t's fd may have been evicted meanwhile
 }
 
 }  // namespace

@@ -76,7 +76,7 @@ TEST(RecordReplay, ConcurrentNamespaceOpsReplayToTheSameTree) {
             auto name = [&] { return "d" + std::to_string(rng() % 3) + "/n" + std::to_string(rng() % 12); };
             for (int i = 0; i < 300; ++i) {
                 const std::string a = m.at(name()), b = m.at(name());
-                switch (rng() % 8) {
+                switch (rng() % 9) {
                     case 0:
                     case 1: {
                         int fd = ::open(a.c_str(), O_WRONLY | O_CREAT, 0644);
@@ -92,6 +92,16 @@ TEST(RecordReplay, ConcurrentNamespaceOpsReplayToTheSameTree) {
                     case 5: ::link(a.c_str(), b.c_str()); break;
                     case 6: ::mkdir(a.c_str(), 0755); break;
                     case 7: ::rmdir(a.c_str()); ::symlink("t", a.c_str()); break;
+                    case 8: {  // an O_TMPFILE linked in as `a` (its Create is the link's record)
+                        int fd = ::open(m.at("d" + std::to_string(rng() % 3)).c_str(), O_TMPFILE | O_WRONLY, 0644);
+                        if (fd >= 0) {
+                            (void)!::write(fd, "t", 1);
+                            const std::string proc = "/proc/self/fd/" + std::to_string(fd);
+                            ::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, a.c_str(), AT_SYMLINK_FOLLOW);
+                            ::close(fd);
+                        }
+                        break;
+                    }
                 }
             }
         });
@@ -139,6 +149,18 @@ TEST(RecordReplay, EveryRecordNamesItsNodeAndHardlinksStayLinked) {
                     case 5: ::symlink("t", a.c_str()); break;
                     case 6: (void)!::truncate(a.c_str(), static_cast<off_t>(rng() % 32)); break;
                     case 7: ::chmod(a.c_str(), 0600 | (rng() % 2 ? 044 : 0)); break;
+                    case 8: {  // an O_TMPFILE, written before and after it is linked in as `a`
+                        int fd = ::open(m.at("d" + std::to_string(rng() % 2)).c_str(), O_TMPFILE | O_RDWR, 0644);
+                        if (fd >= 0) {
+                            (void)!::pwrite(fd, "tmp", 3, static_cast<off_t>(rng() % 64));
+                            const std::string proc = "/proc/self/fd/" + std::to_string(fd);
+                            if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, a.c_str(), AT_SYMLINK_FOLLOW) == 0) {
+                                (void)!::pwrite(fd, "z", 1, 0);
+                            }
+                            ::close(fd);
+                        }
+                        break;
+                    }
                     default: {
                         struct stat st;
                         ::lstat(a.c_str(), &st);  // revalidating lookups

@@ -384,27 +384,6 @@ TEST(Semantics, FallocateModesTheKernelDoesNotForward) {
     ::close(fd);
 }
 
-// libfuse 3.14 does not dispatch FUSE_TMPFILE, so the kernel reports EOPNOTSUPP (documented
-// in docs/fs.md); callers fall back to named temporary files, which must work.
-TEST(Semantics, TmpfileIsRefusedCleanly) {
-    InProcessMount m;
-    m.start();
-    int fd = ::open(m.mnt().c_str(), O_TMPFILE | O_RDWR, 0600);
-    if (fd >= 0) {  // a libfuse that forwards it: the file must then be usable and linkable
-        ASSERT_EQ(::write(fd, "tmp", 3), 3);
-        std::string proc = "/proc/self/fd/" + std::to_string(fd);
-        EXPECT_EQ(::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, m.at("linked").c_str(), AT_SYMLINK_FOLLOW), 0);
-        ::close(fd);
-        return;
-    }
-    EXPECT_EQ(errno, EOPNOTSUPP);
-    int named = ::open(m.at(".tmp-fallback").c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
-    ASSERT_GE(named, 0);
-    ASSERT_EQ(::write(named, "tmp", 3), 3);
-    ::close(named);
-    EXPECT_EQ(::rename(m.at(".tmp-fallback").c_str(), m.at("final").c_str()), 0);
-}
-
 TEST(Semantics, CopyFileRange) {
     compare([](Transcript& t) {
         std::string data(100000, 'q');
@@ -663,6 +642,119 @@ TEST(Semantics, SetIdBitsAfterUnprivilegedWrites) {
 
 TEST(Semantics, SetIdBitsAfterUnprivilegedWritesNoWriteback) {
     compare([](Transcript& t) { setid_scenario(t, false); }, {"allow_other", "no_writeback"});
+}
+
+// fstat of an open fd, in transcript form (no inode numbers or times).
+void fstat_note(Transcript& t, const std::string& what, int fd) {
+    struct stat st;
+    if (::fstat(fd, &st) != 0) {
+        t.note("fstat " + what + " -> " + strerrorname_np(errno));
+        return;
+    }
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "fstat %s -> mode=%o nlink=%lu uid=%u gid=%u size=%lld", what.c_str(), st.st_mode,
+                  static_cast<unsigned long>(st.st_nlink), st.st_uid, st.st_gid, static_cast<long long>(st.st_size));
+    t.note(buf);
+}
+
+std::string proc_fd(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
+
+// open(dir, O_TMPFILE) (FUSE_TMPFILE, docs/fs.md "O_TMPFILE"): an unnamed file that can be
+// written, read, changed and linked in under a name, or dropped without a trace.
+void tmpfile_scenario(Transcript& t) {
+    t.rc("mkdir d", ::mkdir(t.p("d").c_str(), 0755));
+    int fd = static_cast<int>(t.ok("open O_TMPFILE|O_RDWR", ::open(t.p("d").c_str(), O_TMPFILE | O_RDWR, 0640)));
+    t.rc("write", ::write(fd, "hello tmpfile", 13));
+    t.rc("pwrite", ::pwrite(fd, "HELLO", 5, 0));
+    char buf[32] = {};
+    t.rc("pread", ::pread(fd, buf, sizeof buf, 0));
+    t.note(std::string("read back '") + buf + "'");
+    fstat_note(t, "tmpfile", fd);
+    t.list("d");
+    t.rc("linkat /proc/self/fd", ::linkat(AT_FDCWD, proc_fd(fd).c_str(), AT_FDCWD, t.p("d/named").c_str(), AT_SYMLINK_FOLLOW));
+    fstat_note(t, "linked tmpfile", fd);
+    t.rc("write after link", ::pwrite(fd, "!", 1, 13));
+    t.rc("linkat again", ::linkat(AT_FDCWD, proc_fd(fd).c_str(), AT_FDCWD, t.p("d/named").c_str(), AT_SYMLINK_FOLLOW));
+    ::close(fd);
+    t.stat("d/named");
+    t.content("d/named");
+
+    // O_EXCL: never linkable.
+    fd = static_cast<int>(t.ok("open O_TMPFILE|O_EXCL", ::open(t.p("d").c_str(), O_TMPFILE | O_EXCL | O_WRONLY, 0600)));
+    t.rc("write excl", ::write(fd, "x", 1));
+    t.rc("linkat excl", ::linkat(AT_FDCWD, proc_fd(fd).c_str(), AT_FDCWD, t.p("d/excl").c_str(), AT_SYMLINK_FOLLOW));
+    t.rc("linkat excl AT_EMPTY_PATH", ::linkat(fd, "", AT_FDCWD, t.p("d/excl").c_str(), AT_EMPTY_PATH));
+    ::close(fd);
+
+    // linkat(AT_EMPTY_PATH), after the file was changed while anonymous; write-only.
+    fd = static_cast<int>(t.ok("open O_TMPFILE|O_WRONLY", ::open(t.p("d").c_str(), O_TMPFILE | O_WRONLY, 0666)));
+    t.rc("ftruncate", ::ftruncate(fd, 10000));
+    t.rc("pwrite at 9000", ::pwrite(fd, "tail", 4, 9000));
+    t.rc("fchmod", ::fchmod(fd, 0604));
+    fstat_note(t, "changed tmpfile", fd);
+    t.rc("linkat AT_EMPTY_PATH", ::linkat(fd, "", AT_FDCWD, t.p("d/empty-path").c_str(), AT_EMPTY_PATH));
+    ::close(fd);
+    t.stat("d/empty-path");
+    t.content("d/empty-path");
+
+    // Linked in after its last open fd closed, through an O_PATH fd.
+    fd = ::open(t.p("d").c_str(), O_TMPFILE | O_RDWR, 0600);
+    t.rc("write late", ::write(fd, "late", 4));
+    int opath = static_cast<int>(t.ok("open O_PATH of tmpfile", ::open(proc_fd(fd).c_str(), O_PATH)));
+    ::close(fd);
+    fstat_note(t, "O_PATH of a closed tmpfile", opath);
+    t.rc("linkat O_PATH", ::linkat(opath, "", AT_FDCWD, t.p("d/late").c_str(), AT_EMPTY_PATH));
+    ::close(opath);
+    t.content("d/late");
+
+    // Dropped without a link: nothing remains.
+    fd = ::open(t.p("d").c_str(), O_TMPFILE | O_RDWR, 0600);
+    t.rc("write dropped", ::write(fd, "gone", 4));
+    ::close(fd);
+
+    // Errors: no write access mode, not a directory, missing directory.
+    t.opened("O_TMPFILE|O_RDONLY", ::open(t.p("d").c_str(), O_TMPFILE | O_RDONLY, 0600));
+    t.opened("O_TMPFILE on a file", ::open(t.p("d/named").c_str(), O_TMPFILE | O_RDWR, 0600));
+    t.opened("O_TMPFILE in a missing dir", ::open(t.p("nope").c_str(), O_TMPFILE | O_RDWR, 0600));
+    t.list("d");
+}
+
+TEST(Semantics, Tmpfile) { compare(tmpfile_scenario); }
+
+TEST(Semantics, TmpfileNoWriteback) { compare(tmpfile_scenario, {"no_writeback"}); }
+
+// Every stat asks the daemon, also after the last handle closed (the O_PATH case).
+TEST(Semantics, TmpfileNoCache) { compare(tmpfile_scenario, {"timeout=0"}); }
+
+// A non-root caller: the tmpfile is its own (group inherited in a set-group-ID directory),
+// and a directory it cannot write refuses it.
+TEST(Semantics, TmpfileAsNonRootUser) {
+    compare(
+        [](Transcript& t) {
+            t.rc("mkdir pub", ::mkdir(t.p("pub").c_str(), 0777));
+            t.rc("mkdir ro", ::mkdir(t.p("ro").c_str(), 0755));
+            t.rc("mkdir sg", ::mkdir(t.p("sg").c_str(), 02775));
+            t.rc("chown sg", ::chown(t.p("sg").c_str(), 0, 1234));
+            as_user(t, [](Transcript& u) {
+                int fd = static_cast<int>(u.ok("tmpfile in pub", ::open(u.p("pub").c_str(), O_TMPFILE | O_RDWR, 0640)));
+                u.rc("write", ::write(fd, "mine", 4));
+                fstat_note(u, "pub tmpfile", fd);
+                u.rc("linkat", ::linkat(AT_FDCWD, proc_fd(fd).c_str(), AT_FDCWD, u.p("pub/mine").c_str(), AT_SYMLINK_FOLLOW));
+                ::close(fd);
+                u.stat("pub/mine");
+                u.content("pub/mine");
+                u.opened("tmpfile in ro", ::open(u.p("ro").c_str(), O_TMPFILE | O_RDWR, 0600));
+                fd = static_cast<int>(u.ok("tmpfile in sg", ::open(u.p("sg").c_str(), O_TMPFILE | O_RDWR, 02750)));
+                fstat_note(u, "sg tmpfile", fd);
+                u.rc("linkat sg", ::linkat(AT_FDCWD, proc_fd(fd).c_str(), AT_FDCWD, u.p("sg/inherit").c_str(), AT_SYMLINK_FOLLOW));
+                ::close(fd);
+                u.stat("sg/inherit");
+            });
+            t.list("pub");
+            t.list("ro");
+            t.list("sg");
+        },
+        {"allow_other"});
 }
 
 TEST(Semantics, ODirect) {

@@ -1,8 +1,10 @@
 // End to end: a real syncfs mount replicating to a real syncfsd on 127.0.0.1. Every test
 // ends with `syncfsctl wait` and rsync's verdict that the mirror equals SOURCE.
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 
+#include <cstring>
 #include <random>
 
 #include "tests/replicator/e2e_harness.h"
@@ -170,6 +172,40 @@ TEST(E2eBasic, OddNamesAndDeepPathsReachTheMirror) {
     EXPECT_EQ(env.diff(), "") << mount.log();
     EXPECT_EQ(read_file(env.mirror + "/live/re\nnamed"), "through the mount new\nline");
     EXPECT_EQ(read_file(env.mirror + deep.substr(env.mnt.size()) + "/leaf"), "deep leaf");
+
+// O_TMPFILE through the mount (docs/fs.md, "O_TMPFILE"): a tmpfile linked in reaches the
+// mirror with its content, also when it then replaces a file (an atomic save); one never
+// linked leaves no trace there.
+TEST(E2eBasic, LinkedInTmpfileReachesTheMirror) {
+    Env env;
+    Syncfsd daemon(env);
+    Mount mount(env);
+    ASSERT_EQ(::mkdir((env.mnt + "/d").c_str(), 0755), 0);
+    write_file(env.mnt + "/d/config", "old content");
+    std::string data;
+    for (int i = 0; i < 50000; ++i) data += static_cast<char>('a' + (i * 7) % 26);
+    auto tmpfile = [&](const std::string& content, const std::string& link_as) {
+        int fd = ::open((env.mnt + "/d").c_str(), O_TMPFILE | O_RDWR, 0600);
+        ASSERT_GE(fd, 0) << std::strerror(errno);
+        ASSERT_EQ(::write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
+        ASSERT_EQ(::fchmod(fd, 0640), 0);
+        if (!link_as.empty()) {
+            const std::string proc = "/proc/self/fd/" + std::to_string(fd);
+            ASSERT_EQ(::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, (env.mnt + "/d/" + link_as).c_str(), AT_SYMLINK_FOLLOW), 0)
+                << std::strerror(errno);
+        }
+        ASSERT_EQ(::close(fd), 0);
+    };
+    tmpfile(data, "linked");
+    tmpfile("new content", ".config.tmp");
+    ASSERT_EQ(::rename((env.mnt + "/d/.config.tmp").c_str(), (env.mnt + "/d/config").c_str()), 0);
+    tmpfile("never linked", "");
+    auto w = mount.wait();
+    EXPECT_EQ(w.status, 0) << w.output << mount.log();
+    EXPECT_EQ(env.diff(), "");
+    EXPECT_EQ(read_file(env.mirror + "/d/linked"), data);
+    EXPECT_EQ(read_file(env.mirror + "/d/config"), "new content");
+    EXPECT_EQ(sh("ls -A " + env.mirror + "/d").output, "config\nlinked\n");
 }
 
 TEST(E2eBasic, StatusShowsTheMirrorAndWaitTimesOutWhenItIsDown) {
