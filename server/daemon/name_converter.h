@@ -8,7 +8,8 @@
 //
 // Bounds and failures: a name sent to it has no control characters and at most 255 bytes
 // (else the name counts as unknown); a reply is one line of at most 1024 bytes within
-// kReplyTimeoutMs. A reply that is not a valid id (empty, not all digits, > 2^32-1), or an
+// kReplyTimeoutMs (a helper that stops reading its requests runs into the same deadline
+// once the pipe is full). A reply that is not a valid id (empty, not all digits, > 2^32-1), or an
 // empty/invalid name, means "unknown", so an id stays numeric as rsync does (never 0 by
 // accident). If the program dies, stalls or floods, it is stopped, the error is logged and
 // told to the client once, and every later lookup is "unknown" (ids are kept numerically);

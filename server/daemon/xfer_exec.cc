@@ -184,15 +184,34 @@ bool PreXferExec::begin(const std::string& request, const std::vector<std::strin
     for (const auto& a : args)
         if (!a.empty()) msg += a + '\0';
     msg.push_back('\0');
-    return args_w_ && write_all(args_w_.get(), msg.data(), msg.size());
+    if (!args_w_ || !write_all(args_w_.get(), msg.data(), msg.size())) return false;
+    // From now on writes are bounded by converse()'s deadline: a command that stops reading
+    // must not block the transfer once the pipe is full.
+    int fl = ::fcntl(args_w_.get(), F_GETFL);
+    return fl >= 0 && ::fcntl(args_w_.get(), F_SETFL, fl | O_NONBLOCK) == 0;
 }
 
 Result<std::string> PreXferExec::converse(const std::string& line, int timeout_ms, std::size_t max_len) {
     if (!args_w_ || !output_r_) return fail("it is not running");
     std::string req = line + '\n';
-    // A dead reader makes write() fail with EPIPE (SIGPIPE is ignored by the daemon).
-    if (!write_all(args_w_.get(), req.data(), req.size())) return fail(std::string("write failed: ") + std::strerror(errno));
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    auto left_ms = [&deadline] {
+        return std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+    };
+    // A dead reader makes write() fail with EPIPE (SIGPIPE is ignored by the daemon); one
+    // that stopped reading runs into the deadline.
+    for (std::size_t off = 0; off < req.size();) {
+        ssize_t w = ::write(args_w_.get(), req.data() + off, req.size() - off);
+        if (w > 0) {
+            off += static_cast<std::size_t>(w);
+            continue;
+        }
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && errno != EAGAIN) return fail(std::string("write failed: ") + std::strerror(errno));
+        if (left_ms() <= 0) return fail("it does not read its requests");
+        pollfd p{args_w_.get(), POLLOUT, 0};
+        (void)::poll(&p, 1, static_cast<int>(left_ms()));
+    }
     for (;;) {
         if (auto nl = pending_.find('\n'); nl != std::string::npos) {
             if (nl > max_len) return fail("reply longer than " + std::to_string(max_len) + " bytes");
@@ -202,7 +221,7 @@ Result<std::string> PreXferExec::converse(const std::string& line, int timeout_m
             return reply;
         }
         if (pending_.size() > max_len) return fail("reply longer than " + std::to_string(max_len) + " bytes");
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+        auto left = left_ms();
         if (left <= 0) return fail("no reply within " + std::to_string(timeout_ms / 1000) + " seconds");
         pollfd p{output_r_.get(), POLLIN, 0};
         int r = ::poll(&p, 1, static_cast<int>(left));

@@ -16,6 +16,7 @@ namespace {
 constexpr std::int32_t kMaxRuleLen = 4096;
 constexpr std::size_t kMaxRules = 10000;
 constexpr int kMaxMergeDepth = 8;   // nested merge files (rsync allows 32)
+constexpr std::size_t kMaxDirMerges = 32;   // distinct dir-merge names
 
 // What a merge rule passes on to the rules of its file (rsync's rule template).
 struct Template {
@@ -347,6 +348,9 @@ Result<void> FilterList::add_parsed(std::string_view text, char kind, const Merg
             if (p.exclude_self) rules_.push_back(make_rule(p.pattern, FilterRule{}));
             for (const auto& m : merges_)
                 if (m.name == p.pattern) return {};   // add_rule(): a name already active is not added again
+            // Every directory of a walk is checked for each name: keep that small.
+            if (merges_.size() >= kMaxDirMerges)
+                return fail("more than " + std::to_string(kMaxDirMerges) + " dir-merge rules (" + from + ")");
             p.merge.name = p.pattern;
             FilterRule placeholder;
             placeholder.dir_merge = static_cast<int>(merges_.size());

@@ -203,6 +203,11 @@ TEST(RsyncFilter, FilterOptionSyntaxSidesAndMergeFiles) {
     auto loop = e.add_arg(". loop", 0, false, read);
     ASSERT_FALSE(loop);
     EXPECT_NE(loop.error().message.find("depth limit"), std::string::npos) << loop.error().message;
+    // Distinct dir-merge names are bounded (each one is looked up in every directory).
+    FilterList many;
+    for (int i = 0; i < 32; ++i) ASSERT_TRUE(many.add_arg(": m" + std::to_string(i), 0, false, read));
+    ASSERT_TRUE(many.add_arg(": m0", 0, false, read));   // a name already active is not added again
+    EXPECT_FALSE(many.add_arg(": m32", 0, false, read));
     // --exclude-from of a hidden file refuses the options.
     auto xf = e.add_arg("hidden", '-', true, read);
     ASSERT_FALSE(xf);
