@@ -200,13 +200,14 @@ std::string refused_option(const std::vector<std::string>& args, const std::stri
             // A cluster like -logDtpre.iLsfxC: letters before a '.' are options; the part
             // after '.' is protocol capability flags, not options.
             std::string_view letters = a.substr(1, a.find('.') == std::string_view::npos ? std::string_view::npos : a.find('.') - 1);
-            for (char c : letters) {
+            for (std::size_t k = 0; k < letters.size(); ++k) {
+                const char c = letters[k];
                 if (c == 'e') break;  // -e takes the rest of the cluster as its argument
                 for (const auto& [letter, name] : kLetters)
                     if (letter == c && is_refused(name, letter, rules)) return "--" + std::string(name);
                 if (c == 'f') {
                     // -f RULE: the rest of the cluster, or the next argument, is the rule.
-                    if (&c == &letters.back()) ++i;
+                    if (k + 1 == a.size() - 1) ++i;
                     break;
                 }
             }
