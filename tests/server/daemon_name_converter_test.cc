@@ -81,13 +81,17 @@ TEST_F(DaemonNameConverter, PullNamesTheModulesIdsThroughTheHelper) {
 
 TEST_F(DaemonNameConverter, GarbageAnswersKeepIdsNumericNeverRoot) {
     // Empty lines ("unknown") and non-numbers never become id 0.
-    start("while read cmd arg; do case $cmd in usr) echo ;; *) echo 'x12' ;; esac; done\n");
+    start("while read cmd arg; do echo \"$cmd $arg\" >> " + (dir / "cvt.log") +
+          "; case $cmd in usr) echo ;; *) echo 'x12' ;; esac; done\n");
     write_file(dir / "src/f", "data\n");
     ASSERT_EQ(::chown((dir / "src/f").c_str(), 2, 2), 0);   // "bin"
     auto r = run("rsync -rog " + (dir / "src/") + " " + d->url("conv/"));
     ASSERT_EQ(r.status, 0) << r.output;
     EXPECT_EQ(owner(dir / "mod/f").st_uid, 2u);
     EXPECT_EQ(owner(dir / "mod/f").st_gid, 2u);
+    std::string log = read_file(dir / "cvt.log");   // the helper was asked (and not believed)
+    EXPECT_NE(log.find("usr bin"), std::string::npos) << log;
+    EXPECT_NE(log.find("grp bin"), std::string::npos) << log;
 }
 
 TEST_F(DaemonNameConverter, AHelperThatDiesIsReportedAndIdsStayNumeric) {
