@@ -106,7 +106,7 @@ namespace {
 
 // rsync's single-letter options (options.c long_options[]) by letter.
 constexpr std::pair<char, std::string_view> kLetters[] = {
-    {'a', "archive"}, {'b', "backup"}, {'c', "checksum"}, {'d', "dirs"}, {'e', "rsh"},
+    {'a', "archive"}, {'b', "backup"}, {'c', "checksum"}, {'d', "dirs"}, {'e', "rsh"}, {'f', "filter"},
     {'g', "group"}, {'h', "human-readable"}, {'i', "itemize-changes"}, {'k', "copy-dirlinks"},
     {'l', "links"}, {'m', "prune-empty-dirs"}, {'n', "dry-run"}, {'o', "owner"},
     {'p', "perms"}, {'q', "quiet"}, {'r', "recursive"}, {'s', "secluded-args"},
@@ -190,14 +190,26 @@ std::string refused_option(const std::vector<std::string>& args, const std::stri
             for (const auto& [l, n] : kLetters)
                 if (n == name) letter = l;
             if (is_refused(name, letter, rules)) return "--" + std::string(name);
+            // A filter option's value may follow as its own argument (-M--filter RULE);
+            // a rule like "- *.o" is text, not options.
+            if (a.find('=') == std::string_view::npos &&
+                (name == "filter" || name == "exclude" || name == "include" || name == "exclude-from" ||
+                 name == "include-from"))
+                ++i;
         } else if (a.starts_with("-")) {
             // A cluster like -logDtpre.iLsfxC: letters before a '.' are options; the part
             // after '.' is protocol capability flags, not options.
             std::string_view letters = a.substr(1, a.find('.') == std::string_view::npos ? std::string_view::npos : a.find('.') - 1);
-            for (char c : letters) {
+            for (std::size_t k = 0; k < letters.size(); ++k) {
+                const char c = letters[k];
                 if (c == 'e') break;  // -e takes the rest of the cluster as its argument
                 for (const auto& [letter, name] : kLetters)
                     if (letter == c && is_refused(name, letter, rules)) return "--" + std::string(name);
+                if (c == 'f') {
+                    // -f RULE: the rest of the cluster, or the next argument, is the rule.
+                    if (k + 1 == a.size() - 1) ++i;
+                    break;
+                }
             }
         }
     }

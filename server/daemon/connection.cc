@@ -13,6 +13,7 @@
 #include <functional>
 #include <charconv>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <random>
 #include <thread>
@@ -25,6 +26,7 @@
 #include "server/daemon/conn_limit.h"
 #include "server/daemon/line_io.h"
 #include "server/daemon/module_filter.h"
+#include "server/daemon/name_converter.h"
 #include "server/daemon/privileges.h"
 #include "server/daemon/refusal.h"
 #include "server/daemon/var_expand.h"
@@ -289,9 +291,11 @@ private:
     // so both run as the daemon's user outside any chroot. False: the client was refused.
     bool start_hooks(const ModuleConfig& m) {
         const ParamSet& p = m.params;
-        std::string pre = p.str(P::pre_xfer_exec), post = p.str(P::post_xfer_exec), early = p.str(P::early_exec);
-        if ((pre.empty() && post.empty() && early.empty()) || hook_env_.contains("RSYNC_NO_XFER_EXEC")) return true;
-        for (std::string* cmd : {&pre, &post, &early}) {
+        std::string pre = p.str(P::pre_xfer_exec), post = p.str(P::post_xfer_exec), early = p.str(P::early_exec),
+                    namecvt = p.str(P::name_converter);
+        if ((pre.empty() && post.empty() && early.empty() && namecvt.empty()) || hook_env_.contains("RSYNC_NO_XFER_EXEC"))
+            return true;
+        for (std::string* cmd : {&pre, &post, &early, &namecvt}) {
             if (cmd->empty()) continue;
             auto x = expand_vars(*cmd, hook_env_, true);
             if (!x) {
@@ -328,6 +332,17 @@ private:
                 return false;
             }
             pre_xfer_.emplace(std::move(*started));
+        }
+        if (!namecvt.empty()) {
+            // `name converter` (name_converter.h): started here, as the daemon's user and
+            // outside the chroot; it gets the request once the arguments are read.
+            auto started = PreXferExec::start(namecvt, hook_env_, {in_fd_, out_fd_}, true);
+            if (!started) {
+                refuse("name-converter exec preparation failed", started.error().message);
+                return false;
+            }
+            namecvt_exec_.emplace(std::move(*started));
+            namecvt_cmd_ = namecvt;
         }
         return true;
     }
@@ -366,15 +381,17 @@ private:
         }
         const bool pull = is_pull(*args);
         report_.request = pull ? "pull" : "push";
-        if (pre_xfer_) {
-            // RSYNC_REQUEST: the client's path arguments (after "."), space-separated, as
-            // rsync's read_args() collects them (it stops adding at 1024 bytes).
-            std::string request;
+        // RSYNC_REQUEST: the client's path arguments (after "."), space-separated, as
+        // rsync's read_args() collects them (it stops adding at 1024 bytes).
+        std::string request;
+        {
             bool after_dot = false;
             for (const auto& a : *args) {
                 if (after_dot && request.size() < 1024) request += (request.empty() ? "" : " ") + a;
                 if (a == ".") after_dot = true;
             }
+        }
+        if (pre_xfer_) {
             auto err = pre_xfer_->finish(request, *args);
             pre_xfer_.reset();
             if (err) {
@@ -388,8 +405,18 @@ private:
             }
         }
 
+        if (namecvt_exec_) {
+            // rsync writes the request after the pre-xfer hook ran; a child that is already
+            // gone shows up on the first lookup (name_converter.h).
+            if (!namecvt_exec_->begin(request, *args))
+                spdlog::warn("module {}: name converter '{}' did not take its request", m.name, namecvt_cmd_);
+            namecvt_ = std::make_unique<NameConverter>(std::move(*namecvt_exec_), m.name, namecvt_cmd_);
+            namecvt_exec_.reset();
+        }
+
         ModuleAccess access;
         access.name = m.name;
+        access.id_names = namecvt_.get();
         access.path = env->root;
         access.root_is_cwd = true;   // enter_module() chdir'd into the root
         access.read_only = user_read_only.value_or(p.flag(P::read_only));
@@ -398,7 +425,8 @@ private:
         // rsyncd: munge unless chrooted to the module itself; a "/jail/./inner" module
         // chroots above the module, so its links could still reach the jail's other parts.
         access.munge_symlinks = p.tristate(P::munge_symlinks).value_or(!env->chrooted || env->root != "/");
-        access.numeric_ids = p.tristate(P::numeric_ids).value_or(env->chrooted);
+        // rsyncd: numeric under chroot (no /etc/passwd there) unless a name converter maps.
+        access.numeric_ids = p.tristate(P::numeric_ids).value_or(env->chrooted && !namecvt_);
         access.am_root = env->am_root;
         {
             std::vector<std::string> warnings;
@@ -622,6 +650,9 @@ private:
     UniqueFd slot_;  // holds the max-connections lock until the connection ends
     HookEnv hook_env_;                       // %VAR% values and the hooks' environment
     std::optional<PreXferExec> pre_xfer_;    // the waiting pre-xfer exec child
+    std::optional<PreXferExec> namecvt_exec_;  // the name converter until the request is known
+    std::string namecvt_cmd_;
+    std::unique_ptr<NameConverter> namecvt_;   // the module's name <-> id mapping, if any
     std::string early_input_;                // the client's --early-input bytes
     ConnectionReport report_;
     bool ok_ = false;

@@ -53,6 +53,7 @@ const std::array<ParamInfo, kParamCount> kParams = {{
     {"post-xfer exec", module, string, std::nullopt, "shell command run after a transfer (RSYNC_EXIT_STATUS)"},
     {"early exec", module, string, std::nullopt, "shell command run before the module is entered, fed --early-input"},
     {"auth digest", module, string, std::nullopt, "weakest auth digest accepted (sha512 sha256 sha1 md5 md4)"},
+    {"name converter", module, string, std::nullopt, "program that maps user/group names and ids (usr/grp/uid/gid lines)"},
 }};
 
 std::optional<P> find_param(std::string_view norm_key) {

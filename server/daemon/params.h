@@ -29,7 +29,7 @@ enum class P : std::size_t {
     lock_file, ignore_errors, numeric_ids, timeout, dont_compress, refuse_options, exclude,
     reverse_lookup, forward_lookup, syncfs_state_dir, include, filter, transfer_logging,
     log_format, max_verbosity, incoming_chmod, outgoing_chmod, include_from, exclude_from,
-    pre_xfer_exec, post_xfer_exec, early_exec, auth_digest,
+    pre_xfer_exec, post_xfer_exec, early_exec, auth_digest, name_converter,
     count_
 };
 

@@ -1,12 +1,16 @@
 #include "server/daemon/xfer_exec.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <csignal>
 #include <cstring>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
@@ -87,7 +91,8 @@ int run_shell(const std::string& cmd, const HookEnv& env, int stdin_fd, int stdo
     return wait_for(pid);
 }
 
-Result<PreXferExec> PreXferExec::start(const std::string& cmd, const HookEnv& env, std::vector<int> close_fds) {
+Result<PreXferExec> PreXferExec::start(const std::string& cmd, const HookEnv& env, std::vector<int> close_fds,
+                                       bool own_group) {
     int args_pipe[2], out_pipe[2];
     if (::pipe2(args_pipe, O_CLOEXEC) < 0) return fail(std::string("pre-xfer exec preparation failed: ") + std::strerror(errno));
     UniqueFd args_r(args_pipe[0]), args_w(args_pipe[1]);
@@ -97,6 +102,7 @@ Result<PreXferExec> PreXferExec::start(const std::string& cmd, const HookEnv& en
     pid_t pid = ::fork();
     if (pid < 0) return fail(std::string("pre-xfer exec preparation failed: ") + std::strerror(errno));
     if (pid == 0) {
+        if (own_group) ::setpgid(0, 0);
         for (int fd : close_fds)
             if (fd > STDERR_FILENO) ::close(fd);
         args_w.reset();
@@ -117,20 +123,27 @@ Result<PreXferExec> PreXferExec::start(const std::string& cmd, const HookEnv& en
         int status = run_shell(cmd, e);
         ::_exit(status >= 0 && WIFEXITED(status) ? WEXITSTATUS(status) : 1);
     }
+    if (own_group) ::setpgid(pid, pid);   // also here, so stop() never races the child's own call
     PreXferExec p;
     p.pid_ = pid;
+    p.own_group_ = own_group;
     p.args_w_ = std::move(args_w);
     p.output_r_ = std::move(out_r);
     return p;
 }
 
 PreXferExec::PreXferExec(PreXferExec&& o) noexcept
-    : pid_(o.pid_), args_w_(std::move(o.args_w_)), output_r_(std::move(o.output_r_)) {
+    : pid_(o.pid_), own_group_(o.own_group_), args_w_(std::move(o.args_w_)), output_r_(std::move(o.output_r_)),
+      pending_(std::move(o.pending_)) {
     o.pid_ = -1;
 }
 
 PreXferExec::~PreXferExec() {
     if (pid_ <= 0) return;
+    if (own_group_) {
+        stop(2000);
+        return;
+    }
     // Never finished (the client went away): the child sees EOF on its pipe and exits 1.
     args_w_.reset();
     output_r_.reset();
@@ -164,6 +177,83 @@ std::optional<std::string> PreXferExec::finish(const std::string& request, const
     for (std::size_t i = 0; i < out.size(); ++i)
         if (!(out[i] == '\r' && i + 1 < out.size() && out[i + 1] == '\n')) clean.push_back(out[i]);
     return "pre-xfer exec returned failure (" + std::to_string(status) + ")" + (clean.empty() ? "" : ":") + "\n" + clean;
+}
+
+bool PreXferExec::begin(const std::string& request, const std::vector<std::string>& args) {
+    std::string msg = request + '\0' + std::string("rsyncd") + '\0';
+    for (const auto& a : args)
+        if (!a.empty()) msg += a + '\0';
+    msg.push_back('\0');
+    if (!args_w_ || !write_all(args_w_.get(), msg.data(), msg.size())) return false;
+    // From now on writes are bounded by converse()'s deadline: a command that stops reading
+    // must not block the transfer once the pipe is full.
+    int fl = ::fcntl(args_w_.get(), F_GETFL);
+    return fl >= 0 && ::fcntl(args_w_.get(), F_SETFL, fl | O_NONBLOCK) == 0;
+}
+
+Result<std::string> PreXferExec::converse(const std::string& line, int timeout_ms, std::size_t max_len) {
+    if (!args_w_ || !output_r_) return fail("it is not running");
+    std::string req = line + '\n';
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    auto left_ms = [&deadline] {
+        return std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+    };
+    // A dead reader makes write() fail with EPIPE (SIGPIPE is ignored by the daemon); one
+    // that stopped reading runs into the deadline.
+    for (std::size_t off = 0; off < req.size();) {
+        ssize_t w = ::write(args_w_.get(), req.data() + off, req.size() - off);
+        if (w > 0) {
+            off += static_cast<std::size_t>(w);
+            continue;
+        }
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && errno != EAGAIN) return fail(std::string("write failed: ") + std::strerror(errno));
+        if (left_ms() <= 0) return fail("it does not read its requests");
+        pollfd p{args_w_.get(), POLLOUT, 0};
+        (void)::poll(&p, 1, static_cast<int>(left_ms()));
+    }
+    for (;;) {
+        if (auto nl = pending_.find('\n'); nl != std::string::npos) {
+            if (nl > max_len) return fail("reply longer than " + std::to_string(max_len) + " bytes");
+            std::string reply = pending_.substr(0, nl);
+            pending_.erase(0, nl + 1);
+            if (!reply.empty() && reply.back() == '\r') reply.pop_back();
+            return reply;
+        }
+        if (pending_.size() > max_len) return fail("reply longer than " + std::to_string(max_len) + " bytes");
+        auto left = left_ms();
+        if (left <= 0) return fail("no reply within " + std::to_string(timeout_ms / 1000) + " seconds");
+        pollfd p{output_r_.get(), POLLIN, 0};
+        int r = ::poll(&p, 1, static_cast<int>(left));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return fail(std::string("poll failed: ") + std::strerror(errno));
+        if (r == 0) continue;
+        char buf[1024];
+        ssize_t n = ::read(output_r_.get(), buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return fail(std::string("read failed: ") + std::strerror(errno));
+        if (n == 0) return fail("it exited");
+        pending_.append(buf, static_cast<std::size_t>(n));
+    }
+}
+
+void PreXferExec::stop(int grace_ms) {
+    if (pid_ <= 0) return;
+    args_w_.reset();
+    output_r_.reset();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(grace_ms);
+    for (;;) {
+        int status = 0;
+        pid_t r = ::waitpid(pid_, &status, WNOHANG);
+        if (r == pid_ || (r < 0 && errno != EINTR)) break;
+        if (std::chrono::steady_clock::now() >= deadline) {
+            ::kill(own_group_ ? -pid_ : pid_, SIGKILL);
+            (void)wait_for(pid_);
+            break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    pid_ = -1;
 }
 
 Result<void> fork_post_xfer_exec(const std::string& cmd, const HookEnv& env, std::vector<int> close_fds) {

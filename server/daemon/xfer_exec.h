@@ -33,7 +33,9 @@ namespace sfs::server {
 class PreXferExec {
 public:
     // Forks the waiting child. `close_fds` are closed in it (the client connection).
-    static Result<PreXferExec> start(const std::string& cmd, const HookEnv& env, std::vector<int> close_fds);
+    // `own_group`: the child leads its own process group, so stop() can end the command too.
+    static Result<PreXferExec> start(const std::string& cmd, const HookEnv& env, std::vector<int> close_fds,
+                                     bool own_group = false);
     PreXferExec(PreXferExec&&) noexcept;
     PreXferExec& operator=(PreXferExec&&) = delete;
     ~PreXferExec();
@@ -45,10 +47,24 @@ public:
     std::optional<std::string> finish(const std::string& request, const std::vector<std::string>& args,
                                       const std::string& input = {}, bool with_arg0 = true);
 
+    // `name converter` (rsync start_pre_exec + write_pre_exec_args type 2): the request and
+    // arguments as finish() sends them, but the command's stdin stays open for converse().
+    // False when the child is gone.
+    bool begin(const std::string& request, const std::vector<std::string>& args);
+    // Writes `line` (with its '\n') and reads one reply line (returned without it). An error
+    // when the command is gone, does not answer within `timeout_ms`, or answers more than
+    // `max_len` bytes before the newline.
+    Result<std::string> converse(const std::string& line, int timeout_ms, std::size_t max_len);
+    // Closes the command's stdin, waits up to `grace_ms` for it to exit, then kills its
+    // process group (own_group) or it.
+    void stop(int grace_ms);
+
 private:
     PreXferExec() = default;
     pid_t pid_ = -1;
+    bool own_group_ = false;
     UniqueFd args_w_, output_r_;
+    std::string pending_;   // reply bytes read past the last newline
 };
 
 // Forks for the post-xfer hook (see the design note). Returns in the child only; on a

@@ -11,11 +11,11 @@
 namespace sfs::server::rsync {
 
 namespace {
-int sys_openat2(int dirfd, const char* path, int flags, mode_t mode) {
+int sys_openat2(int dirfd, const char* path, int flags, mode_t mode, __u64 extra_resolve = 0) {
     struct open_how how {};
     how.flags = static_cast<__u64>(flags | O_CLOEXEC);
     how.mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0;
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | extra_resolve;
     int r;
     do {
         r = static_cast<int>(syscall(SYS_openat2, dirfd, path, &how, sizeof how));
@@ -38,6 +38,12 @@ Result<ModuleRoot> ModuleRoot::open(const std::string& path) {
 
 SysResult<UniqueFd> ModuleRoot::open_beneath(const std::string& rel, int flags, mode_t mode) const {
     int fd = sys_openat2(root_.get(), rel.empty() ? "." : rel.c_str(), flags, mode);
+    if (fd < 0) return last_errno();
+    return UniqueFd(fd);
+}
+
+SysResult<UniqueFd> ModuleRoot::open_strict(const std::string& rel, int flags) const {
+    int fd = sys_openat2(root_.get(), rel.empty() ? "." : rel.c_str(), flags, 0, RESOLVE_NO_SYMLINKS);
     if (fd < 0) return last_errno();
     return UniqueFd(fd);
 }

@@ -26,6 +26,10 @@ public:
 
     // openat2 beneath the root ("." is the root itself).
     SysResult<UniqueFd> open_beneath(const std::string& rel, int flags, mode_t mode = 0) const;
+    // The same without following any symlink at all (RESOLVE_NO_SYMLINKS: ELOOP), for files
+    // the client names whose path the daemon's name-based rules must see as it is (merge
+    // files: a link could otherwise lead to a name the daemon hides).
+    SysResult<UniqueFd> open_strict(const std::string& rel, int flags) const;
     // The parent directory of `rel` (O_PATH|O_DIRECTORY) and the last component.
     SysResult<UniqueFd> open_parent(const std::string& rel, std::string& base) const;
     // lstat of `rel` (the last component is not followed).

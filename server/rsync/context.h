@@ -37,6 +37,9 @@ struct Context {
     std::string peer;
     SessionStats stats;
 
+    // Name <-> id mapping of this module.
+    IdNameLookup& ids() const { return module && module->id_names ? *module->id_names : system_id_lookup(); }
+
     // Messages the client prints. Below protocol 30 rsync only knows FERROR_XFER/FINFO
     // on the wire, so warnings travel as info.
     void info(const std::string& text);

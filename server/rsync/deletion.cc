@@ -16,6 +16,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
@@ -24,6 +25,7 @@
 #include <spdlog/spdlog.h>
 
 #include "protocol/rsync_match.h"
+#include "server/rsync/filter_dirs.h"
 #include "server/rsync/push.h"
 
 namespace sfs::server::rsync {
@@ -91,11 +93,23 @@ void Push::delete_pass() {
             if (r == "." || name == r || name.starts_with(r + "/")) return true;
         return false;
     };
+    // The client's dir-merge rules, read from the destination's directories (rsync
+    // change_local_filter_dir() in delete_in_dir()).
+    std::optional<DirFilterStack> dirs;
+    if (!ctx.filters.dir_merges().empty()) dirs.emplace(ctx.filters, module_merge_reader(ctx));
+    const auto local_of = [this](const std::string& wire) { return join_path(dest, wire); };
     for (const auto& e : list) {
         if (!e.active || !S_ISDIR(e.mode)) continue;
         if (!o().recurse && !e.top_dir) continue;
         if (o().relative && !content_dir(e.name)) continue;
         std::string local = join_path(dest, e.name);
+        if (dirs) {
+            if (auto r = dirs->move_to(e.name, local_of); !r) {
+                // Without the client's protect rules nothing may be deleted.
+                ctx.error("rsync: " + r.error().message + " -- skipping file deletion");
+                return;
+            }
+        }
         const bool via_link = dest_via_link && e.name == ".";   // followed, still beneath the root
         auto fd = ctx.root.open_beneath(local, O_RDONLY | O_DIRECTORY | (via_link ? 0 : O_NOFOLLOW));
         if (!fd) continue;
@@ -114,7 +128,7 @@ void Push::delete_pass() {
             struct stat st {};
             if (fstatat(dirfd(d), n.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) continue;
             bool is_dir = S_ISDIR(st.st_mode);
-            if (!o().delete_excluded && ctx.filters.excluded(wire, is_dir)) continue;
+            if (!o().delete_excluded && ctx.filters.excluded(wire, is_dir, dirs ? &*dirs : nullptr)) continue;
             if (ctx.daemon_excluded(join_path(dest, wire), is_dir)) continue;   // never deletable
             doomed.emplace_back(n, is_dir);
         }

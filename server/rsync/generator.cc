@@ -25,6 +25,7 @@
 #include <spdlog/spdlog.h>
 
 #include "protocol/rsync_match.h"
+#include "server/rsync/filter_dirs.h"
 #include "server/rsync/push.h"
 
 namespace sfs::server::rsync {
@@ -88,7 +89,21 @@ void Push::delete_missing(const FileEntry& e) {
     std::string path = path_of(e);
     auto st = ctx.root.lstat(path);
     if (!st) return;
-    if (!o().delete_excluded && ctx.filters.excluded(e.name, S_ISDIR(st->st_mode))) return;
+    if (!o().delete_excluded) {
+        // The client's dir-merge rules of the directories above the name count too.
+        std::optional<DirFilterStack> dirs;
+        if (!ctx.filters.dir_merges().empty()) {
+            dirs.emplace(ctx.filters, module_merge_reader(ctx));
+            const auto local_of = [this](const std::string& w) { return join_path(dest, w); };
+            auto r = dirs->move_to(".", local_of);
+            if (r) r = dirs->move_to(parent_of(e.name), local_of);
+            if (!r) {
+                ctx.error("rsync: " + r.error().message);
+                return;
+            }
+        }
+        if (ctx.filters.excluded(e.name, S_ISDIR(st->st_mode), dirs ? &*dirs : nullptr)) return;
+    }
     if (ctx.daemon_excluded(path, S_ISDIR(st->st_mode))) return;
     if (o().max_delete >= 0 && deletions >= o().max_delete) return;
     ++deletions;

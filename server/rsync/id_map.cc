@@ -1,9 +1,6 @@
 #include "server/rsync/id_map.h"
 
 #include <fnmatch.h>
-#include <grp.h>
-#include <pwd.h>
-
 #include <charconv>
 
 namespace sfs::server::rsync {
@@ -18,22 +15,14 @@ std::optional<std::uint32_t> number(std::string_view s) {
     return v;
 }
 
-std::optional<std::uint32_t> local_id(const std::string& name, bool groups) {
+std::optional<std::uint32_t> local_id(const std::string& name, bool groups, IdNameLookup& ids) {
     if (auto n = number(name)) return n;
-    std::string buf(16384, '\0');
-    if (groups) {
-        struct group gr {}, *res = nullptr;
-        if (getgrnam_r(name.c_str(), &gr, buf.data(), buf.size(), &res) == 0 && res) return gr.gr_gid;
-    } else {
-        struct passwd pw {}, *res = nullptr;
-        if (getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &res) == 0 && res) return pw.pw_uid;
-    }
-    return std::nullopt;
+    return groups ? ids.group_id(name) : ids.user_id(name);
 }
 
 }  // namespace
 
-Result<std::vector<IdMapRule>> parse_id_map(std::string_view spec, bool groups) {
+Result<std::vector<IdMapRule>> parse_id_map(std::string_view spec, bool groups, IdNameLookup& ids) {
     const std::string opt = groups ? "--groupmap" : "--usermap";
     std::vector<IdMapRule> rules;
     while (!spec.empty()) {
@@ -47,7 +36,7 @@ Result<std::vector<IdMapRule>> parse_id_map(std::string_view spec, bool groups) 
             return fail("No colon found in " + opt + ": " + std::string(item.substr(0, 256)));
         std::string from(item.substr(0, colon)), to(item.substr(colon + 1));
         IdMapRule r;
-        auto t = local_id(to, groups);
+        auto t = local_id(to, groups, ids);
         if (!t) return fail(std::string("Unknown ") + (groups ? "group" : "user") + " name: " + to.substr(0, 256));
         r.to = *t;
         if (from == "*") {

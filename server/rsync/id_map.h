@@ -14,8 +14,11 @@
 #include <vector>
 
 #include "common/result.h"
+#include "server/rsync/session.h"
 
 namespace sfs::server::rsync {
+
+using sfs::server::IdNameLookup;
 
 struct IdMapRule {
     enum class Kind { any, range, name } kind = Kind::any;
@@ -25,7 +28,8 @@ struct IdMapRule {
 };
 
 // `groups`: TO names are group names. Errors name the option and the bad part.
-Result<std::vector<IdMapRule>> parse_id_map(std::string_view spec, bool groups);
+// TO names are looked up through `ids` (the module's name converter, or the system).
+Result<std::vector<IdMapRule>> parse_id_map(std::string_view spec, bool groups, IdNameLookup& ids);
 
 // The mapped id of sender id `id` (whose sender-side name is `name`, empty if unknown).
 std::optional<std::uint32_t> map_id(const std::vector<IdMapRule>& rules, std::uint32_t id, const std::string& name);

@@ -20,7 +20,18 @@ Result<std::int64_t> parse_num(std::string_view opt, std::string_view v) {
     return n * static_cast<std::int64_t>(mult);
 }
 
-Result<void> short_flags(ServerOptions& o, std::string_view s) {
+constexpr std::size_t kMaxFilterArgs = 10000;
+
+Result<void> add_filter_arg(ServerOptions& o, std::string_view text, char kind, bool from_file) {
+    if (o.filter_args.size() >= kMaxFilterArgs) return fail("more than 10000 filter options");
+    if (text.size() > 4096 || text.find('\0') != std::string_view::npos)
+        return fail("syncfsd: filter option longer than 4096 bytes");
+    o.filter_args.push_back({kind, from_file, std::string(text)});
+    return {};
+}
+
+// `idx`: the cluster's index in `args`; -f without text in the cluster takes the next one.
+Result<void> short_flags(ServerOptions& o, std::string_view s, const std::vector<std::string>& args, std::size_t& idx) {
     for (std::size_t i = 0; i < s.size(); ++i) {
         char c = s[i];
         switch (c) {
@@ -53,6 +64,15 @@ Result<void> short_flags(ServerOptions& o, std::string_view s) {
         case 'x': o.one_file_system = true; break;
         case 'R': o.relative = true; break;
         case 'e': return {};  // -e.<client info>: rest of the cluster (protocol >= 30 info)
+        case 'f': {
+            // -f RULE (--filter), as `-M-f...` passes it.
+            std::string_view rule = s.substr(i + 1);
+            if (rule.empty()) {
+                if (idx + 1 >= args.size() || args[idx + 1] == ".") return fail("protocol error: -f without a rule");
+                rule = args[++idx];
+            }
+            return add_filter_arg(o, rule, 0, false);
+        }
         case 'B': {
             auto n = parse_num("-B", s.substr(i + 1));
             if (!n) return std::unexpected(n.error());
@@ -91,7 +111,7 @@ Result<ServerOptions> parse_server_args(const std::vector<std::string>& args) {
         if (a == "--server") { saw_server = true; continue; }
         if (a == ".") { saw_dot = true; continue; }
         if (a.size() >= 2 && a[0] == '-' && a[1] != '-') {
-            if (auto r = short_flags(o, a.substr(1)); !r) return std::unexpected(r.error());
+            if (auto r = short_flags(o, a.substr(1), args, i); !r) return std::unexpected(r.error());
             continue;
         }
         std::string_view name = a, value;
@@ -106,6 +126,21 @@ Result<ServerOptions> parse_server_args(const std::vector<std::string>& args) {
                  name == "--delete-after" || name == "--delete-delay") o.delete_mode = true;
         else if (name == "--delete-excluded") o.delete_mode = o.delete_excluded = true;
         else if (name == "--force") o.force = true;
+        else if (name == "--filter" || name == "--exclude" || name == "--include" || name == "--exclude-from" ||
+                 name == "--include-from") {
+            // The client's own rules as options (what -M/--remote-option passes; the usual
+            // client sends its rules on the wire instead). Parsed once the module root is
+            // open (filter.h add_arg); merge files are read beneath the module.
+            if (!has_value) {
+                if (i + 1 >= args.size() || args[i + 1] == ".")
+                    return fail("protocol error: " + std::string(name) + " without a value");
+                value = args[++i];
+            }
+            const bool from_file = name.ends_with("-from");
+            const char kind = name == "--filter" ? 0 : name.starts_with("--include") ? '+' : '-';
+            if (from_file && value.empty()) return fail("invalid " + std::string(name));
+            if (auto r = add_filter_arg(o, value, kind, from_file); !r) return std::unexpected(r.error());
+        }
         else if (name == "--backup") o.backup = true;
         else if (name == "--backup-dir") {
             // Sent as two arguments ("--backup-dir", DIR) so a shell could expand ~; the

@@ -90,6 +90,15 @@ struct ServerOptions {
     // --ignore-missing-args (1): a named source that does not exist is skipped silently;
     // --delete-missing-args (2): it is sent with mode 0 and the receiver deletes that name.
     int missing_args = 0;
+    // The client's filter options in order (--filter/-f: kind 0, full rule syntax;
+    // --exclude '-' / --include '+': old prefixes; from_file: --exclude-from/--include-from
+    // FILE). Applied by the session once the module root is open (FilterList::add_arg).
+    struct FilterArg {
+        char kind = 0;
+        bool from_file = false;
+        std::string text;
+    };
+    std::vector<FilterArg> filter_args;
     std::vector<std::string> paths;  // arguments after the "." placeholder
 };
 

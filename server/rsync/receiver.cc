@@ -359,12 +359,12 @@ Result<void> run_receiver(Context& ctx) {
     // name (recv_id_list / recv_add_id / match_uid), unless numeric.
     std::vector<IdMapRule> urules, grules;
     if (!o.usermap.empty()) {
-        auto u = parse_id_map(o.usermap, false);
+        auto u = parse_id_map(o.usermap, false, ctx.ids());
         if (!u) return std::unexpected(u.error());
         urules = std::move(*u);
     }
     if (!o.groupmap.empty()) {
-        auto g = parse_id_map(o.groupmap, true);
+        auto g = parse_id_map(o.groupmap, true, ctx.ids());
         if (!g) return std::unexpected(g.error());
         grules = std::move(*g);
     }
@@ -382,9 +382,7 @@ Result<void> run_receiver(Context& ctx) {
                 if (auto m = map_id(urules, e.uid, name)) {
                     to = *m;
                 } else if (by_name && !name.empty()) {
-                    struct passwd pw {}, *res = nullptr;
-                    std::string buf(16384, '\0');
-                    if (getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &res) == 0 && res) to = pw.pw_uid;
+                    if (auto id = ctx.ids().user_id(name)) to = *id;
                 }
                 umap[e.uid] = to;
             }
@@ -394,9 +392,7 @@ Result<void> run_receiver(Context& ctx) {
                 if (auto m = map_id(grules, e.gid, name)) {
                     to = *m;
                 } else if (by_name && !name.empty()) {
-                    struct group gr {}, *res = nullptr;
-                    std::string buf(16384, '\0');
-                    if (getgrnam_r(name.c_str(), &gr, buf.data(), buf.size(), &res) == 0 && res) to = gr.gr_gid;
+                    if (auto id = ctx.ids().group_id(name)) to = *id;
                 }
                 gmap[e.gid] = to;
             }
@@ -405,6 +401,7 @@ Result<void> run_receiver(Context& ctx) {
             e.uid = umap[e.uid];
             e.gid = gmap[e.gid];
         }
+        if (std::string f = ctx.ids().take_failure(); !f.empty()) ctx.error(f);
     }
     protocol::sort_file_list(r.list);
     protocol::clean_file_list(r.list);

@@ -19,6 +19,7 @@
 #include "server/rsync/arg_glob.h"
 #include "server/rsync/transfer_log.h"
 #include "server/rsync/context.h"
+#include "server/rsync/filter_dirs.h"
 
 namespace sfs::server::rsync {
 
@@ -33,6 +34,8 @@ struct Builder {
     std::vector<FileEntry> list;
     std::set<std::string> seen;
     std::int32_t io_error = 0;
+    // The client's dir-merge rules: one level per directory of the walk (filter_dirs.h).
+    std::optional<DirFilterStack> dirs;
 
     Result<protocol::Digest> file_md4(const std::string& rel) {
         auto fd = ctx.root.open_beneath(rel, O_RDONLY | (ctx.opt.copy_links ? 0 : O_NOFOLLOW));
@@ -82,7 +85,7 @@ struct Builder {
             io_error |= 1;
             return false;
         }
-        if (wire != "." && ctx.filters.excluded(wire, S_ISDIR(st.st_mode))) return false;
+        if (wire != "." && ctx.filters.excluded(wire, S_ISDIR(st.st_mode), dirs ? &*dirs : nullptr)) return false;
         if (ctx.daemon_excluded(local, S_ISDIR(st.st_mode))) return false;
         FileEntry e;
         e.name = wire;
@@ -163,6 +166,20 @@ struct Builder {
             io_error |= 1;
             return;
         }
+        // push_local_filters(): this directory's merge files apply to what is listed below.
+        if (dirs) {
+            if (auto r = dirs->push(wire, local); !r) {
+                ctx.error("rsync: " + r.error().message);
+                io_error |= 1;
+                return;
+            }
+        }
+        struct PopOnExit {
+            std::optional<DirFilterStack>& d;
+            ~PopOnExit() {
+                if (d) d->pop();
+            }
+        } pop_on_exit{dirs};
         int dfd = fd->release();
         DIR* d = fdopendir(dfd);
         if (!d) {
@@ -405,20 +422,6 @@ std::pair<std::string, std::string> split_relative_arg(const std::string& module
     return {dir, fn};
 }
 
-std::string user_name(std::uint32_t uid) {
-    struct passwd pw {}, *res = nullptr;
-    std::string buf(16384, '\0');
-    if (getpwuid_r(uid, &pw, buf.data(), buf.size(), &res) != 0 || !res) return {};
-    return pw.pw_name;
-}
-
-std::string group_name(std::uint32_t gid) {
-    struct group gr {}, *res = nullptr;
-    std::string buf(16384, '\0');
-    if (getgrgid_r(gid, &gr, buf.data(), buf.size(), &res) != 0 || !res) return {};
-    return gr.gr_name;
-}
-
 }  // namespace
 
 Result<void> run_sender(Context& ctx) {
@@ -430,7 +433,8 @@ Result<void> run_sender(Context& ctx) {
                     "-files cannot be used with a read-only module");
     if (auto r = ctx.filters.receive(*ctx.in); !r) return r;
 
-    Builder b{ctx, {}, {}, 0};
+    Builder b{ctx, {}, {}, 0, std::nullopt};
+    if (!ctx.filters.dir_merges().empty()) b.dirs.emplace(ctx.filters, module_merge_reader(ctx));
     if (o.files_from_input || !o.files_from.empty()) {
         // Below protocol 31 the names come unframed even when the client multiplexes.
         if (ctx.mux && o.files_from_input) ctx.mux->set_raw(true);
@@ -473,14 +477,15 @@ Result<void> run_sender(Context& ctx) {
     for (const auto& e : list) {
         enc.encode(e, buf);
         if (S_ISREG(e.mode) || S_ISLNK(e.mode)) ctx.stats.total_size += static_cast<std::uint64_t>(e.size);
-        if (o.owner && !ctx.module->numeric_ids && !users.contains(e.uid)) users[e.uid] = user_name(e.uid);
-        if (o.group && !ctx.module->numeric_ids && !groups.contains(e.gid)) groups[e.gid] = group_name(e.gid);
+        if (o.owner && !o.numeric_ids && !ctx.module->numeric_ids && !users.contains(e.uid)) users[e.uid] = ctx.ids().user_name(e.uid).value_or("");
+        if (o.group && !o.numeric_ids && !ctx.module->numeric_ids && !groups.contains(e.gid)) groups[e.gid] = ctx.ids().group_name(e.gid).value_or("");
         if (buf.size() >= 64 * 1024) {
             if (auto r = ctx.out->write(buf); !r) return r;
             buf.clear();
         }
     }
     enc.end(buf);
+    if (std::string f = ctx.ids().take_failure(); !f.empty()) ctx.error(f);
     if (!o.numeric_ids) {
         if (o.owner) protocol::encode_id_list(users, buf);
         if (o.group) protocol::encode_id_list(groups, buf);

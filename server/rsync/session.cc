@@ -18,6 +18,7 @@
 #include <spdlog/spdlog.h>
 
 #include "server/rsync/context.h"
+#include "server/rsync/filter_dirs.h"
 
 namespace sfs::server {
 
@@ -146,6 +147,15 @@ Result<SessionStats> run_rsync_session(int in_fd, int out_fd, int protocol,
     auto root = ModuleRoot::open(module.root_is_cwd ? std::string(".") : module.path);
     if (!root) return finish_with_error(Error{"rsync: " + root.error().message, root.error().code});
     ctx.root = std::move(*root);
+
+    // The client's filter options (filter.h): merge files are read now, beneath the module
+    // and never where the daemon's own rules hide them.
+    ctx.filters.set_role(o.sender ? FilterRole::sender : FilterRole::receiver);
+    {
+        const MergeReader read = module_merge_reader(ctx);
+        for (const auto& f : o.filter_args)
+            if (auto r = ctx.filters.add_arg(f.text, f.kind, f.from_file, read); !r) return finish_with_error(r.error());
+    }
 
     spdlog::info("rsync [{}] {} starts (protocol {}, {} args)", module.name, o.sender ? "send" : "receive",
                  protocol, args.size());

@@ -9,12 +9,30 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "common/result.h"
 
 namespace sfs::server {
+
+// How user and group names map to ids on this host (rsync uidlist.c uid_to_user,
+// user_to_uid, ...). The default (system_id_lookup()) asks the passwd/group databases; a
+// module with `name converter` asks its helper program (server/daemon/name_converter.h).
+// nullopt: unknown (the id then stays numeric, as rsync does).
+class IdNameLookup {
+public:
+    virtual ~IdNameLookup() = default;
+    virtual std::optional<std::string> user_name(std::uint32_t uid) = 0;
+    virtual std::optional<std::string> group_name(std::uint32_t gid) = 0;
+    virtual std::optional<std::uint32_t> user_id(const std::string& name) = 0;
+    virtual std::optional<std::uint32_t> group_id(const std::string& name) = 0;
+    // A failure the client should be told about (once), e.g. "name converter died"; empty
+    // when none. Taking it clears it.
+    virtual std::string take_failure() { return {}; }
+};
+IdNameLookup& system_id_lookup();
 
 // What a transfer may do inside one module. Filled from the module's rsyncd.conf section.
 struct ModuleAccess {
@@ -30,6 +48,8 @@ struct ModuleAccess {
     bool munge_symlinks = false;
     bool numeric_ids = false;   // no uid/gid name mapping (true under chroot without /etc)
     bool am_root = false;       // may chown / mknod
+    // Name <-> id mapping (nullptr: the system's databases). Outlives the session.
+    IdNameLookup* id_names = nullptr;
     // The module's `filter`, `include` and `exclude` parameters as filter rules ("- PAT",
     // "+ PAT", in rsync's order), matched against module-relative paths: a pull never
     // lists a matching name, a push refuses to receive one ("daemon refused to receive")

@@ -275,6 +275,15 @@ TEST(DaemonArgs, RefuseOptions) {
     EXPECT_EQ(refused_option(args, "checksum hard-links"), "");
     EXPECT_EQ(refused_option(args, "iLsfxC"), "") << "capability flags after -e are not options";
     EXPECT_EQ(refused_option(args, ""), "");
+    // A filter option's rule is text, not options: "- *.o" names no -o, "--sender" no pull.
+    std::vector<std::string> f = {"--server", "-r", "--filter", "- *.o", "-f", "- owner", "-f+ x", ".", "web/"};
+    EXPECT_EQ(refused_option(f, "owner"), "");
+    EXPECT_EQ(refused_option(f, "filter"), "--filter");
+    std::vector<std::string> short_f = {"--server", "-rf- *.o", ".", "web/"};
+    EXPECT_EQ(refused_option(short_f, "owner"), "");
+    EXPECT_EQ(refused_option(short_f, "filter"), "--filter");
+    std::vector<std::string> xf = {"--server", "-r", "--exclude-from=rules", ".", "web/"};
+    EXPECT_EQ(refused_option(xf, "exclude*"), "--exclude-from");
 }
 
 // rsyncd's allow-list form: "*" refuses every option, "!x" accepts x again; the last

@@ -1,6 +1,8 @@
 // The --server argument parser and the exclude-list subset.
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include "protocol/rsync_wire.h"
 #include "server/rsync/chmod_spec.h"
 #include "server/rsync/filter.h"
@@ -133,6 +135,83 @@ TEST(RsyncFilter, ReceivedListIsBounded) {
     FilterList g;
     ASSERT_TRUE(g.receive(in2));
     EXPECT_TRUE(g.excluded("x/y.o", false));
+}
+
+// The full rule syntax of --filter options (exclude.c parse_rule_tok) with merge files
+// served from memory: sides, long names, modifiers, nested merges and their errors.
+TEST(RsyncFilter, FilterOptionSyntaxSidesAndMergeFiles) {
+    std::map<std::string, std::string> files = {
+        {"rules", "# comment\n- *.o\ninclude keep.tmp\nmerge more\n"},
+        {"more", "exclude,! *.c\n"},   // negated: excludes everything that is not *.c
+        {"words", "a.x b.x\n c.x\n"},
+        {"loop", ". loop\n"},
+    };
+    MergeReader read = [&files](const std::string& path) -> Result<MergeFile> {
+        MergeFile f;
+        if (path == "hidden") {
+            f.state = MergeFile::State::hidden;
+            return f;
+        }
+        auto it = files.find(path);
+        if (it == files.end()) {
+            f.error = ENOENT;
+            return f;
+        }
+        f.state = MergeFile::State::ok;
+        f.text = it->second;
+        return f;
+    };
+    FilterList snd(FilterRole::sender);
+    ASSERT_TRUE(snd.add_arg("H secret*", 0, false, read));
+    ASSERT_TRUE(snd.add_arg("P protected*", 0, false, read));
+    ASSERT_TRUE(snd.add_arg("+ keep.o", 0, false, read));
+    ASSERT_TRUE(snd.add_arg("._/./rules", 0, false, read));
+    EXPECT_TRUE(snd.excluded("secret.txt", false));    // hide: sender side
+    EXPECT_FALSE(snd.excluded("protected.c", false));   // protect: receiver side only
+    EXPECT_FALSE(snd.excluded("keep.o", false));
+    EXPECT_TRUE(snd.excluded("x/y.o", false));
+    EXPECT_FALSE(snd.excluded("keep.tmp", false));
+    EXPECT_FALSE(snd.excluded("src.c", false));         // "! *.c" does not match *.c
+    EXPECT_TRUE(snd.excluded("README", false));         // ... and matches the rest
+
+    FilterList rcv(FilterRole::receiver);
+    ASSERT_TRUE(rcv.add_arg("hide secret*", 0, false, read));
+    ASSERT_TRUE(rcv.add_arg("protect protected*", 0, false, read));
+    ASSERT_TRUE(rcv.add_arg("-s sender-only", 0, false, read));
+    ASSERT_TRUE(rcv.add_arg(".-w words", 0, false, read));
+    EXPECT_FALSE(rcv.excluded("secret.txt", false));
+    EXPECT_TRUE(rcv.excluded("protected.txt", false));
+    EXPECT_FALSE(rcv.excluded("sender-only", false));
+    EXPECT_TRUE(rcv.excluded("b.x", false));
+    EXPECT_TRUE(rcv.excluded("c.x", false));
+    ASSERT_TRUE(rcv.add_arg(":n .rules", 0, false, read));
+    ASSERT_EQ(rcv.dir_merges().size(), 1u);
+    EXPECT_TRUE(rcv.dir_merges()[0].no_inherit);
+
+    FilterList e;
+    EXPECT_TRUE(e.add_arg("._hidden", 0, false, read));   // hidden: silently absent
+    auto missing = e.add_arg("._nope", 0, false, read);
+    ASSERT_FALSE(missing);
+    EXPECT_NE(missing.error().message.find("failed to open merge file nope"), std::string::npos);
+    auto unknown = e.add_arg("Z pat", 0, false, read);
+    ASSERT_FALSE(unknown);
+    EXPECT_NE(unknown.error().message.find("Unknown filter rule"), std::string::npos);
+    for (const char* refused : {"-/ abs", "-x attr", ":C", ": dir/name", "!junk", "clear x", "-e pat", "-"}) {
+        auto r = e.add_arg(refused, 0, false, read);
+        EXPECT_FALSE(r) << refused;
+    }
+    auto loop = e.add_arg(". loop", 0, false, read);
+    ASSERT_FALSE(loop);
+    EXPECT_NE(loop.error().message.find("depth limit"), std::string::npos) << loop.error().message;
+    // Distinct dir-merge names are bounded (each one is looked up in every directory).
+    FilterList many;
+    for (int i = 0; i < 32; ++i) ASSERT_TRUE(many.add_arg(": m" + std::to_string(i), 0, false, read));
+    ASSERT_TRUE(many.add_arg(": m0", 0, false, read));   // a name already active is not added again
+    EXPECT_FALSE(many.add_arg(": m32", 0, false, read));
+    // --exclude-from of a hidden file refuses the options.
+    auto xf = e.add_arg("hidden", '-', true, read);
+    ASSERT_FALSE(xf);
+    EXPECT_NE(xf.error().message.find("rejected by the server"), std::string::npos);
 }
 
 }  // namespace
