@@ -172,6 +172,7 @@ TEST(E2eBasic, OddNamesAndDeepPathsReachTheMirror) {
     EXPECT_EQ(env.diff(), "") << mount.log();
     EXPECT_EQ(read_file(env.mirror + "/live/re\nnamed"), "through the mount new\nline");
     EXPECT_EQ(read_file(env.mirror + deep.substr(env.mnt.size()) + "/leaf"), "deep leaf");
+}
 
 // O_TMPFILE through the mount (docs/fs.md, "O_TMPFILE"): a tmpfile linked in reaches the
 // mirror with its content, also when it then replaces a file (an atomic save); one never
