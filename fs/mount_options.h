@@ -27,7 +27,7 @@ struct MountOptions {
     std::string state;                  // state=DIR ("" = default under /var/lib/syncfs)
     bool sync = false;                  // sync: fsync waits for the mirrors
     std::uint32_t delay_ms = 0;         // delay=MS
-    std::uint32_t mirror_timeout_s = 30;  // mirror_timeout=SECONDS: dead mirror connection
+    std::uint32_t mirror_timeout_s = 120;  // mirror_timeout=SECONDS: dead mirror connection
     std::vector<std::string> excludes;  // exclude=PATTERN, repeatable
     std::string log_file;               // log=FILE
     std::string watch = "auto";         // watch=off|auto|fanotify|inotify (outside-mount watcher)

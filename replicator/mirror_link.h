@@ -48,10 +48,11 @@ struct MirrorLinkOptions {
     std::chrono::milliseconds connect_timeout{10000};
     // Each read during the text handshake and the Hello exchange.
     std::chrono::milliseconds handshake_timeout{15000};
-    // A connection on which what we sent stays unacknowledged by the mirror's TCP, or whose
-    // keepalive probes go unanswered, for this long is dead (ETIMEDOUT): the replicator
-    // reconnects (mount option mirror_timeout=, common/tcp_liveness.h).
-    std::chrono::seconds peer_timeout{30};
+    // A connection on which what we sent stays unacknowledged by the mirror's TCP (or
+    // unread: a zero window counts too), or whose keepalive probes go unanswered, for this
+    // long is dead (ETIMEDOUT): the replicator reconnects (mount option mirror_timeout=,
+    // common/tcp_liveness.h).
+    std::chrono::seconds peer_timeout{120};
 };
 
 class MirrorLink final : public MirrorConnection {

@@ -73,12 +73,14 @@ std::optional<ClientGreeting> parse_greeting(std::string_view line) {
 // Client-supplied text as it may appear in messages and logs: control bytes become '?',
 // so a module or user name cannot forge log lines or terminal escapes.
 // Whether `inner` is `outer` or below it, after resolving the symlinks of the parts that exist
-// (so /srv/web/../state and a symlinked state dir are judged by where they really are).
+// (so /srv/web/../state and a symlinked state dir are judged by where they really are). When
+// either cannot be resolved (EACCES, ELOOP) it answers yes: the caller refuses rather than
+// guess.
 bool is_beneath(const std::string& outer, const std::string& inner) {
     std::error_code ec1, ec2;
     auto o = std::filesystem::weakly_canonical(outer, ec1);
     auto i = std::filesystem::weakly_canonical(inner, ec2);
-    if (ec1 || ec2) return false;
+    if (ec1 || ec2) return true;
     auto [oe, ie] = std::mismatch(o.begin(), o.end(), i.begin(), i.end());
     return oe == o.end() || (std::next(oe) == o.end() && oe->empty());  // "dir/" ends in an empty part
 }
@@ -495,12 +497,19 @@ private:
         if (state_path.empty()) state_path = "/var/lib/syncfsd";
         state_path += "/" + m->name;
         auto admitted = admit(*m, [&](const std::string& module_path) {
-            // Inside the module, clients could read it and (with write access) rewrite the
+            // Inside a module, clients could read it and (with write access) rewrite the
             // stream files, whose holder pid a superseding session signals (stream_state.h).
-            if (is_beneath(module_path, state_path)) {
+            // Any module of the config counts, not only this one.
+            std::string inside = is_beneath(module_path, state_path) ? module_path : "";
+            for (const auto& other : cfg_.modules) {
+                const std::string other_path = other.params.str(P::path);
+                if (inside.empty() && other_path.find('%') == std::string::npos && is_beneath(other_path, state_path))
+                    inside = other_path + " (module " + other.name + ")";
+            }
+            if (!inside.empty()) {
                 refuse("module " + m->name + " cannot keep replication state",
-                       "its syncfs state dir " + state_path + " is inside the module path " + module_path +
-                           ": set `syncfs state dir` to a directory outside it");
+                       "its syncfs state dir " + state_path + " is inside the module path " + inside +
+                           ": set `syncfs state dir` to a directory outside every module");
                 return false;
             }
             // Started as root, the session runs as the module's uid (default nobody, see

@@ -30,10 +30,12 @@ namespace sfs::server {
 namespace {
 
 constexpr std::size_t kMaxChildren = 1024;  // beyond this, new connections are closed at once
-// A client gone without a word (partition, power loss) frees its connection process, and its
-// `max connections` slot, within about this long (common/tcp_liveness.h); a live but idle
-// rsync client answers the probes and is not affected.
-constexpr std::chrono::seconds kPeerTimeout{120};
+// Keepalive on every accepted connection (common/tcp_liveness.h): a client gone without a
+// word (partition, power loss) frees its connection process, and its `max connections`
+// slot, about 2 minutes after the connection fell silent (60 s + 6 x 10 s). Keepalive only,
+// no TCP_USER_TIMEOUT: that would also drop a live client that is merely slow to read, which
+// rsyncd leaves to the module's `timeout`.
+void keep_alive(int fd) { set_tcp_keepalive(fd, std::chrono::seconds(60), std::chrono::seconds(10), 6); }
 
 // Numeric address of a socket peer; IPv4-mapped IPv6 shown as IPv4. "0.0.0.0" when the fd
 // is not an inet socket (rsync's client_addr() does the same).
@@ -284,7 +286,7 @@ private:
         listeners_.clear();
         sigfd_.reset();
         ::sigprocmask(SIG_UNBLOCK, &sigmask_, nullptr);
-        set_tcp_liveness(conn.get(), kPeerTimeout);
+        keep_alive(conn.get());
         Peer peer;
         peer.address = peer_address(conn.get());
         ConnectionReport r = serve_connection(conn.get(), conn.get(), *cfg_, peer, ConnectionOptions{});
@@ -349,7 +351,7 @@ int run_inetd(const DaemonOptions& options, const DaemonConfig& config) {
     // Logged before the connection may chroot: the first syslog() call connects to
     // /dev/log, which is unreachable from inside the module's root.
     spdlog::info("inetd connection from {}", peer.address);
-    if (!options.over_remote_shell) set_tcp_liveness(0, kPeerTimeout);  // a systemd/xinetd socket
+    if (!options.over_remote_shell) keep_alive(0);  // a systemd/xinetd socket
     ConnectionReport r = serve_connection(0, 1, config, peer, ConnectionOptions{});
     spdlog::info("{}", format_report(r));
     return r.ok ? 0 : 1;

@@ -118,7 +118,8 @@ private:
                                  EPROTONOSUPPORT);
         stream_id_ = hello->stream_id;
         if (m_.own_process) end_on_sigterm(in_, out_);
-        auto state = StreamState::open(state_dir_.get(), stream_id_, m_.lock_timeout_ms);
+        auto state = StreamState::open(state_dir_.get(), stream_id_, m_.lock_timeout_ms,
+                                       [] { return g_terminated != 0; });
         if (!state) return protocol_fail(state.error().message, state.error().code ? state.error().code : EIO);
         state_.emplace(std::move(*state));
         acked_ = state_->applied();

@@ -84,7 +84,8 @@ Result<UniqueFd> open_state_dir(const std::string& path, std::optional<uid_t> ow
     return dir;
 }
 
-Result<StreamState> StreamState::open(int state_dir_fd, const std::string& stream_id, int lock_timeout_ms) {
+Result<StreamState> StreamState::open(int state_dir_fd, const std::string& stream_id, int lock_timeout_ms,
+                                      const std::function<bool()>& stop_requested) {
     if (::mkdirat(state_dir_fd, "streams", 0700) != 0 && errno != EEXIST)
         return fail(fmt::format("cannot create streams/ in the state dir: {}", std::strerror(errno)), errno);
     std::string name = fmt::format("streams/{:016x}", XXH3_64bits(stream_id.data(), stream_id.size()));
@@ -108,6 +109,9 @@ Result<StreamState> StreamState::open(int state_dir_fd, const std::string& strea
         if (errno != EWOULDBLOCK && errno != EINTR)
             return fail(fmt::format("cannot lock stream state {}: {}", name, std::strerror(errno)), errno);
         const auto now = clock::now();
+        if (stop_requested && stop_requested())
+            return fail(fmt::format("stream \"{}\": told to stop while waiting for the older session", stream_id),
+                        ECONNABORTED);
         if (now >= deadline)
             return fail(fmt::format("stream \"{}\" is still connected in another session", stream_id), EBUSY);
         if (!termed && now >= grace) {

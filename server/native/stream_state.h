@@ -17,6 +17,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -30,7 +31,10 @@ public:
     // Opens (creating) the state file of `stream_id` in `state_dir_fd` (a directory fd) and
     // locks it, superseding (see above) another session of the stream, waiting at most
     // lock_timeout_ms for it to end.
-    static Result<StreamState> open(int state_dir_fd, const std::string& stream_id, int lock_timeout_ms);
+    // `stop_requested` (may be empty) is polled while waiting: a session told to end meanwhile
+    // gives up instead of superseding anyone.
+    static Result<StreamState> open(int state_dir_fd, const std::string& stream_id, int lock_timeout_ms,
+                                    const std::function<bool()>& stop_requested = {});
 
     std::uint64_t applied() const noexcept { return applied_; }
     // Records seq as applied (pwrite, no fsync).
