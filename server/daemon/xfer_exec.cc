@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -36,6 +37,9 @@ struct ExecArrays {
     std::string shell = "/bin/sh";
     if (auto it = env.find("RSYNC_SHELL"); it != env.end() && !it->second.empty()) shell = it->second;
     ExecArrays a(env);
+    // The daemon ignores SIGPIPE, and an ignored signal stays ignored across exec: a hook
+    // writing to a reader that is gone would then spin on EPIPE instead of dying.
+    ::signal(SIGPIPE, SIG_DFL);
     std::string c = "-c", command = cmd;
     char* argv[] = {shell.data(), c.data(), command.data(), nullptr};
     if (shell.find('/') != std::string::npos) ::execve(shell.c_str(), argv, a.envp.data());
@@ -78,12 +82,21 @@ std::optional<std::string> read_arg(int fd) {
     }
 }
 
+// In a forked child: be SIGKILLed when `parent` ends. For helpers started as root before the
+// connection drops privileges: the connection process can no longer kill them itself.
+void die_with(pid_t parent) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(1);  // it ended before the prctl
+}
+
 }  // namespace
 
-int run_shell(const std::string& cmd, const HookEnv& env, int stdin_fd, int stdout_fd) {
+int run_shell(const std::string& cmd, const HookEnv& env, int stdin_fd, int stdout_fd, bool die_with_parent) {
+    const pid_t parent = ::getpid();
     pid_t pid = ::fork();
     if (pid < 0) return -1;
     if (pid == 0) {
+        if (die_with_parent) die_with(parent);
         if (stdin_fd >= 0) ::dup2(stdin_fd, STDIN_FILENO);
         if (stdout_fd >= 0) ::dup2(stdout_fd, STDOUT_FILENO);
         exec_shell(cmd, env);
@@ -99,10 +112,14 @@ Result<PreXferExec> PreXferExec::start(const std::string& cmd, const HookEnv& en
     if (::pipe2(out_pipe, O_CLOEXEC) < 0) return fail(std::string("pre-xfer exec preparation failed: ") + std::strerror(errno));
     UniqueFd out_r(out_pipe[0]), out_w(out_pipe[1]);
     spdlog::default_logger()->flush();
+    const pid_t parent = ::getpid();
     pid_t pid = ::fork();
     if (pid < 0) return fail(std::string("pre-xfer exec preparation failed: ") + std::strerror(errno));
     if (pid == 0) {
-        if (own_group) ::setpgid(0, 0);
+        if (own_group) {
+            ::setpgid(0, 0);
+            die_with(parent);  // a long-lived helper (name converter) never outlives its connection
+        }
         for (int fd : close_fds)
             if (fd > STDERR_FILENO) ::close(fd);
         args_w.reset();
@@ -120,7 +137,7 @@ Result<PreXferExec> PreXferExec::start(const std::string& cmd, const HookEnv& en
         }
         ::dup2(args_r.get(), STDIN_FILENO);
         ::dup2(out_w.get(), STDOUT_FILENO);
-        int status = run_shell(cmd, e);
+        int status = run_shell(cmd, e, -1, -1, own_group);
         ::_exit(status >= 0 && WIFEXITED(status) ? WEXITSTATUS(status) : 1);
     }
     if (own_group) ::setpgid(pid, pid);   // also here, so stop() never races the child's own call
@@ -247,8 +264,15 @@ void PreXferExec::stop(int grace_ms) {
         pid_t r = ::waitpid(pid_, &status, WNOHANG);
         if (r == pid_ || (r < 0 && errno != EINTR)) break;
         if (std::chrono::steady_clock::now() >= deadline) {
-            ::kill(own_group_ ? -pid_ : pid_, SIGKILL);
-            (void)wait_for(pid_);
+            // Never a blocking wait here: after the connection dropped root, a helper started
+            // as root cannot be killed from here (EPERM). It dies with this process then
+            // (PR_SET_PDEATHSIG); the connection must not hang on it meanwhile.
+            if (::kill(own_group_ ? -pid_ : pid_, SIGKILL) != 0 && errno == EPERM)
+                spdlog::warn("hook process {} cannot be stopped after the privilege drop; it ends with this connection",
+                             pid_);
+            const auto reap_until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+            while (::waitpid(pid_, &status, WNOHANG) == 0 && std::chrono::steady_clock::now() < reap_until)
+                std::this_thread::sleep_for(std::chrono::milliseconds(10));
             break;
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(10));

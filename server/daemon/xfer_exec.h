@@ -73,6 +73,8 @@ Result<void> fork_post_xfer_exec(const std::string& cmd, const HookEnv& env, std
 
 // Runs `cmd` through the shell with `env` as its environment, stdin/stdout as given (-1:
 // inherited); returns the raw wait status, or -1 when it could not be started.
-int run_shell(const std::string& cmd, const HookEnv& env, int stdin_fd = -1, int stdout_fd = -1);
+// die_with_parent: the shell is SIGKILLed when the calling process ends (PR_SET_PDEATHSIG).
+int run_shell(const std::string& cmd, const HookEnv& env, int stdin_fd = -1, int stdout_fd = -1,
+              bool die_with_parent = false);
 
 }  // namespace sfs::server

@@ -115,5 +115,32 @@ TEST_F(DaemonNameConverter, AFloodingHelperIsBounded) {
     EXPECT_EQ(owner(dir / "mod/f").st_uid, 2u);
 }
 
+// A helper started as root cannot be killed by a connection that has dropped to `uid =
+// nobody`; one that ignores the end of its input (a shell loop that never checks `read`)
+// must still not keep the connection process, and its `max connections` slot, forever: the
+// connection ends with the transfer and the helper dies with it (PR_SET_PDEATHSIG).
+TEST_F(DaemonNameConverter, HelperThatIgnoresEofEndsWithTheConnectionAfterThePrivilegeDrop) {
+    write_file(dir / "cvt.sh", "#!/bin/sh\necho $$ > " + (dir / "cvt.pid") +
+                                   "\nwhile :; do read cmd arg; echo \"user$arg\"; done\n", 0755);
+    ::chmod((dir / "mod").c_str(), 0777);
+    d.emplace(dir, "use chroot = no\nlog file = " + (dir / "syncfsd.log") + "\n[conv]\npath = " + (dir / "mod") +
+                       "\nread only = no\nuid = nobody\ngid = nogroup\nnumeric ids = no\nname converter = " +
+                       (dir / "cvt.sh") + "\n");
+    ASSERT_GT(d->pid(), 0) << read_file(dir / "syncfsd.log.stderr");
+    write_file(dir / "src/f", "data\n");
+    auto r = run("rsync -r " + (dir / "src/") + " " + d->url("conv/"));
+    EXPECT_EQ(r.status, 0) << r.output;
+    pid_t helper = static_cast<pid_t>(std::stol("0" + read_file(dir / "cvt.pid")));
+    ASSERT_GT(helper, 0);
+    bool gone = false;
+    for (int i = 0; i < 200 && !gone; ++i) {
+        gone = ::kill(helper, 0) != 0 && errno == ESRCH;
+        if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_TRUE(gone) << "the name converter outlived its connection\n" << read_file(dir / "syncfsd.log");
+    if (!gone) ::kill(helper, SIGKILL);
+    EXPECT_TRUE(file_gets(dir / "syncfsd.log", "module=conv", std::chrono::seconds(10))) << read_file(dir / "syncfsd.log");
+}
+
 }  // namespace
 }  // namespace sfs::test
