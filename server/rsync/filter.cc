@@ -268,12 +268,18 @@ Template template_of(const DirMergeSpec& m) {
     return t;
 }
 
-// Reads merge file `path` for a rule, bounded in nesting depth.
-Result<MergeFile> read_merge(const MergeReader& read, const std::string& path, int depth) {
+// Reads merge file `path` for a rule, bounded in nesting depth and by `budget`.
+Result<MergeFile> read_merge(const MergeReader& read, const std::string& path, int depth, MergeBudget& budget) {
     if (depth >= kMaxMergeDepth)
         return fail("merge-file include depth limit (" + std::to_string(kMaxMergeDepth) + ") exceeded at " + path);
     if (!read) return MergeFile{};
-    return read(path);
+    if (budget.files == 0) return fail("too many nested merge files (at " + path + ")");
+    auto f = read(path);  // an absent or hidden file costs its open too
+    if (f) {
+        if (auto r = budget.spend(f->state == MergeFile::State::ok ? f->text.size() : 0, path); !r)
+            return std::unexpected(r.error());
+    }
+    return f;
 }
 
 }  // namespace
@@ -303,7 +309,7 @@ Result<void> FilterList::add_arg(std::string_view text, char kind, bool from_fil
     if (!from_file) return add_parsed(text, kind, read, 0, kind ? (kind == '+' ? "--include" : "--exclude") : "--filter");
     // --exclude-from / --include-from FILE: old-prefix lines (options.c OPT_EXCLUDE_FROM).
     const std::string path = merge_path(".", text);
-    auto f = read_merge(read, path, 0);
+    auto f = read_merge(read, path, 0, session_merges_);
     if (!f) return std::unexpected(f.error());
     if (f->state == MergeFile::State::hidden) return fail("Your options have been rejected by the server.");
     if (f->state == MergeFile::State::missing)
@@ -364,7 +370,7 @@ Result<void> FilterList::add_parsed(std::string_view text, char kind, const Merg
                 rules_.push_back(make_rule(slash == std::string::npos ? p.pattern : p.pattern.substr(slash + 1), FilterRule{}));
             }
             const std::string path = merge_path(".", p.pattern);
-            auto f = read_merge(read, path, d);
+            auto f = read_merge(read, path, d, session_merges_);
             if (!f) return std::unexpected(f.error());
             if (f->state == MergeFile::State::hidden) return {};
             if (f->state == MergeFile::State::missing)
@@ -383,9 +389,17 @@ Result<void> FilterList::add_parsed(std::string_view text, char kind, const Merg
     return handle(std::move(**p), where, depth);
 }
 
+Result<void> MergeBudget::spend(std::size_t size, const std::string& path) {
+    if (files == 0) return fail("too many nested merge files (at " + path + ")");
+    if (size > bytes) return fail("too much merge-file text (at " + path + ")");
+    --files;
+    bytes -= size;
+    return {};
+}
+
 Result<void> FilterList::parse_merge_text(const std::string& text, const DirMergeSpec& spec, const std::string& dir,
                                           const std::string& fname, const MergeReader& read, int depth,
-                                          std::vector<FilterRule>& out, bool& clear) {
+                                          MergeBudget& budget, std::vector<FilterRule>& out, bool& clear) {
     Template t = template_of(spec);
     return for_each_rule(text, t, false, fname, [&](Parsed p, const std::string& where) -> Result<void> {
         switch (p.kind) {
@@ -394,6 +408,7 @@ Result<void> FilterList::parse_merge_text(const std::string& text, const DirMerg
             clear = true;
             return {};
         case Parsed::Kind::rule:
+            if (out.size() >= kMaxRules) return fail("more than 10000 filter rules in " + fname);
             out.push_back(make_rule(p.pattern, p.rule));
             return {};
         case Parsed::Kind::dir_merge:
@@ -405,11 +420,11 @@ Result<void> FilterList::parse_merge_text(const std::string& text, const DirMerg
                 out.push_back(make_rule(slash == std::string::npos ? p.pattern : p.pattern.substr(slash + 1), FilterRule{}));
             }
             const std::string path = merge_path(dir, p.pattern);
-            auto f = read_merge(read, path, depth + 1);
+            auto f = read_merge(read, path, depth + 1, budget);
             if (!f) return std::unexpected(f.error());
             if (f->state != MergeFile::State::ok) return {};   // per-directory: absent is normal
             DirMergeSpec nested = p.merge;
-            return parse_merge_text(f->text, nested, dir, path, read, depth + 1, out, clear);
+            return parse_merge_text(f->text, nested, dir, path, read, depth + 1, budget, out, clear);
         }
         }
         return {};

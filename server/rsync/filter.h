@@ -72,6 +72,15 @@ struct MergeFile {
 // exceeds the bounds or cannot be read once opened.
 using MergeReader = std::function<Result<MergeFile>(const std::string& path)>;
 
+// What one expansion of merge files may still read. Depth alone does not bound the work:
+// files of N lines `. next` nested 7 deep are N^7 reads from a few KiB of text.
+struct MergeBudget {
+    std::size_t files;   // merge files still to be read
+    std::size_t bytes;   // bytes of merge-file text still to be read
+    // Counts one file read of `size` bytes; an error naming `path` when over budget.
+    Result<void> spend(std::size_t size, const std::string& path);
+};
+
 class FilterList {
 public:
     explicit FilterList(FilterRole role = FilterRole::sender) : role_(role) {}
@@ -98,9 +107,10 @@ public:
     // Parses the text of a merge file (`spec` says how) into `out`: rules anchored with '/'
     // are relative to the directory of the file (`dir`, module-relative, for nested
     // merges). A nested dir-merge rule is refused; `clear` is set by a "!" rule.
+    // `budget` bounds the nested merge files read on the way; `out` holds at most 10000 rules.
     static Result<void> parse_merge_text(const std::string& text, const DirMergeSpec& spec, const std::string& dir,
                                          const std::string& fname, const MergeReader& read, int depth,
-                                         std::vector<FilterRule>& out, bool& clear);
+                                         MergeBudget& budget, std::vector<FilterRule>& out, bool& clear);
 
     // Whether rule `r` matches `path` (relative to the rule's base).
     static bool matches(const FilterRule& r, const std::string& path, bool is_dir);
@@ -115,6 +125,8 @@ private:
     FilterRole role_;
     std::vector<FilterRule> rules_;
     std::vector<DirMergeSpec> merges_;
+    // Merge files the client's own rules (`.` in its options) may read in a session.
+    MergeBudget session_merges_{1000, 64u << 20};
 };
 
 }  // namespace sfs::server::rsync

@@ -25,6 +25,8 @@ Result<void> DirFilterStack::push(const std::string& wire_dir, const std::string
     level.wire_dir = wire_dir;
     level.rules.resize(merges.size());
     level.cleared.assign(merges.size(), false);
+    // Per directory: its dir-merge files and what they merge in turn.
+    MergeBudget budget{kMaxMergeFilesPerDir, kMaxMergeBytesPerDir};
     for (std::size_t m = 0; m < merges.size(); ++m) {
         const std::string path = join_path(local_dir, merges[m].name);
         auto f = read_ ? read_(path) : Result<MergeFile>(MergeFile{});
@@ -32,8 +34,11 @@ Result<void> DirFilterStack::push(const std::string& wire_dir, const std::string
         if (f->state != MergeFile::State::ok) continue;   // no merge file here (or hidden)
         bool clear = false;
         std::vector<FilterRule> rules;
-        if (auto r = FilterList::parse_merge_text(f->text, merges[m], local_dir, path, read_, 0, rules, clear); !r)
+        if (auto r = budget.spend(f->text.size(), path); !r) return r;
+        if (auto r = FilterList::parse_merge_text(f->text, merges[m], local_dir, path, read_, 0, budget, rules, clear); !r)
             return r;
+        if (live_ + level.count + rules.size() > kMaxLiveRules)
+            return fail("more than " + std::to_string(kMaxLiveRules) + " per-directory filter rules in effect at " + local_dir);
         level.count += rules.size();
         level.rules[m] = std::move(rules);
         level.cleared[m] = clear;

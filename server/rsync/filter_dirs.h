@@ -46,6 +46,8 @@ public:
     std::optional<bool> check(int merge, const std::string& path, bool is_dir, const FilterList& list) const;
 
     static constexpr std::size_t kMaxLiveRules = 100000;
+    static constexpr std::size_t kMaxMergeFilesPerDir = 64;         // a directory's merge files, nested ones included
+    static constexpr std::size_t kMaxMergeBytesPerDir = 4u << 20;   // and their text
 
 private:
     struct Level {

@@ -147,5 +147,30 @@ TEST_F(RsyncClientFilter, DirMergeRulesProtectOnAPushWithDelete) {
     EXPECT_TRUE(has("mod/dst/sub/s"));
 }
 
+// Depth does not bound merge work: seven levels of files of 20 lines `. next` are 20^7 reads
+// from a few KiB of text (hours of CPU for one connection). The top-level merges of a
+// session and the dir-merge files of each directory have a read budget; past it the
+// transfer fails with a message, quickly.
+TEST_F(RsyncClientFilter, FanOutOfNestedMergeFilesIsBounded) {
+    start();
+    write_file(dir / "mod/f.txt", "F\n");
+    for (int level = 0; level < 7; ++level) {
+        std::string text;
+        for (int j = 0; j < 20; ++j) text += ". L" + std::to_string(level + 1) + "\n";
+        write_file(dir / ("mod/L" + std::to_string(level)), text);
+    }
+    write_file(dir / "mod/L7", "- nothing\n");
+    const auto t0 = std::chrono::steady_clock::now();
+    auto top = pull("-M--filter=._L0", "out");
+    EXPECT_NE(top.status, 0) << top.output;
+    EXPECT_NE(top.output.find("too many nested merge files"), std::string::npos) << top.output;
+    // The same fan-out as a per-directory file (one level less deep: it is level 0 itself).
+    std::filesystem::copy_file(dir / "mod/L0", dir / "mod/.rules");
+    auto per_dir = pull("-M--filter=:_.rules", "out2");
+    EXPECT_NE(per_dir.status, 0) << per_dir.output;
+    EXPECT_NE(per_dir.output.find("too many nested merge files"), std::string::npos) << per_dir.output;
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(30));
+}
+
 }  // namespace
 }  // namespace sfs::test
