@@ -266,12 +266,18 @@ SysResult<Inode*> InodeTable::remember_anonymous(const struct stat& st, UniqueFd
         if (auto h = sys::file_handle(fd.get())) handle = std::move(*h);
     }
     Inode* inode = nullptr;
+    std::vector<Inode*> dead;
     try {
         std::lock_guard lock(mu_);
         if (auto it = inodes_.find(id); it != inodes_.end()) {
-            // The number of a node the table still remembers without an fd (so it may be gone
-            // on SOURCE and its number reused); its fd, if any, is this very inode.
+            // A node the table still remembers under this number was deleted on SOURCE
+            // (outside the mount, while the kernel still knew it), since a fresh O_TMPFILE
+            // got its number; nothing held it open (else the number would not be free). What
+            // the table knew of it is stale: the handle would reopen nothing (ESTALE) and its
+            // names are not this file's.
             inode = it->second.get();
+            inode->handle = std::move(handle);
+            while (!inode->names.empty()) drop_name_locked(inode, inode->names.size() - 1, dead);
         } else {
             auto fresh = std::make_unique<Inode>();
             fresh->id = id;
@@ -302,6 +308,7 @@ SysResult<Inode*> InodeTable::remember_anonymous(const struct stat& st, UniqueFd
         evict_locked(to_close);
     }
     for (int c : to_close) ::close(c);
+    reap(dead);
     return inode;
 }
 
