@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "common/syscalls.h"
+#include "common/xattrs.h"
 #include "fs/op_helpers.h"
 #include "fs/ops.h"
 
@@ -144,6 +145,18 @@ void link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newn
             data.path = rec.path;
             data.length = rec.size;
             if (data.length) ctx.sink.on_change(data);
+            // Its xattrs (set while it had no name, so never recorded) go with it.
+            if (auto xattrs = sys::read_xattrs(npfd->get(), newname)) {
+                for (auto& [xname, xvalue] : *xattrs) {
+                    ChangeRecord x;
+                    x.kind = ChangeKind::Setxattr;
+                    x.ino = rec.ino;
+                    x.path = rec.path;
+                    x.xattr_name = std::move(xname);
+                    x.xattr_value = std::move(xvalue);
+                    ctx.sink.on_change(x);
+                }
+            }
         } else {
             rec.kind = ChangeKind::Link;
             rec.path2 = std::move(*old_path);

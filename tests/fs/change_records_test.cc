@@ -286,6 +286,24 @@ TEST_F(ChangeRecords, TmpfileLinkedInIsCreateAndWrite) {
     EXPECT_EQ(take(), (std::vector<std::string>{"setattr d/t mode=100644"}));
 }
 
+// xattrs set while the tmpfile had no name were never recorded: they follow the Create.
+TEST_F(ChangeRecords, TmpfileLinkedInCarriesItsXattrs) {
+    int fd = ::open(m.mnt().c_str(), O_TMPFILE | O_RDWR, 0640);
+    ASSERT_GE(fd, 0) << std::strerror(errno);
+    ASSERT_EQ(::fsetxattr(fd, "user.origin", "upload", 6, 0), 0) << std::strerror(errno);
+    EXPECT_EQ(take(), std::vector<std::string>{});
+    const std::string proc = "/proc/self/fd/" + std::to_string(fd);
+    ASSERT_EQ(::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, m.at("x").c_str(), AT_SYMLINK_FOLLOW), 0);
+    ASSERT_EQ(::close(fd), 0);
+    auto records = m.sink().take();
+    ASSERT_EQ(records.size(), 2u) << ::testing::PrintToString(describe_all(records));
+    EXPECT_EQ(records[0].kind, ChangeKind::Create);
+    EXPECT_EQ(records[1].kind, ChangeKind::Setxattr);
+    EXPECT_EQ(records[1].path, "x");
+    EXPECT_EQ(records[1].xattr_name, "user.origin");
+    EXPECT_EQ(records[1].xattr_value, "upload");
+}
+
 TEST_F(ChangeRecords, TmpfileNeverLinkedMakesNoRecords) {
     for (int i = 0; i < 3; ++i) {
         int fd = ::open(m.mnt().c_str(), O_TMPFILE | O_RDWR, 0644);
