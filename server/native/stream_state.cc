@@ -105,6 +105,7 @@ Result<StreamState> StreamState::open(int state_dir_fd, const std::string& strea
     const auto grace = start + std::chrono::milliseconds(std::min(1000, lock_timeout_ms / 4));
     std::optional<clock::time_point> termed;
     bool killed = false;
+    pid_t last_holder = 0;
     while (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
         if (errno != EWOULDBLOCK && errno != EINTR)
             return fail(fmt::format("cannot lock stream state {}: {}", name, std::strerror(errno)), errno);
@@ -114,7 +115,13 @@ Result<StreamState> StreamState::open(int state_dir_fd, const std::string& strea
                         ECONNABORTED);
         if (now >= deadline)
             return fail(fmt::format("stream \"{}\" is still connected in another session", stream_id), EBUSY);
-        if (!termed && now >= grace) {
+        // The holder writes its pid just after taking the lock: only a pid read twice, 50 ms
+        // apart, with the lock held all along is taken as the holder's (never a pid left in
+        // the file by an earlier holder, e.g. from before a reboot).
+        const pid_t holder = read_holder(fd);
+        const bool confirmed = holder > 0 && holder == last_holder;
+        last_holder = holder;
+        if (!termed && now >= grace && confirmed) {
             if (signal_holder(fd, stream_id, SIGTERM)) termed = now;
         } else if (termed && !killed && now >= *termed + std::chrono::seconds(3)) {
             killed = signal_holder(fd, stream_id, SIGKILL);

@@ -9,7 +9,9 @@
 //
 // The file is flock()ed for the session, so two sessions never interleave one stream. A second
 // connection of the same stream waits up to 1 s for the first to end, then supersedes it: the
-// holder (its pid from the file, pinned by a pidfd) gets SIGTERM, then SIGKILL 3 s later. A
+// holder (its pid from the file, read twice 50 ms apart with the lock held, then pinned by a
+// pidfd) gets SIGTERM, then SIGKILL 3 s later. The pid is only meaningful within one pid
+// namespace: a state dir must not be shared by syncfsd instances in different containers. A
 // stream has one client, so its reconnecting means the old connection is dead on the client's
 // side (a network partition, a client crash), even when it still looks open here.
 #pragma once
