@@ -48,6 +48,31 @@ std::size_t walk(const std::string& root) {
     return n;
 }
 
+// `syncfs SRC MNT -f -o max_fds=N` as a child; the destructor closes `fds` (files the test
+// holds open on the mount), detaches the mount and reaps the daemon, whatever failed.
+struct ForegroundMount {
+    pid_t pid = -1;
+    std::string mnt;
+    std::vector<int> fds;
+    ForegroundMount(const std::string& src, const std::string& mountpoint, std::size_t max_fds) : mnt(mountpoint) {
+        const std::string opts = "max_fds=" + std::to_string(max_fds);
+        pid = ::fork();
+        if (pid == 0) {
+            ::execl(SYNCFS_BINARY, "syncfs", src.c_str(), mnt.c_str(), "-f", "-o", opts.c_str(), nullptr);
+            ::_exit(127);
+        }
+    }
+    ~ForegroundMount() {
+        for (int fd : fds) ::close(fd);
+        ::umount2(mnt.c_str(), MNT_DETACH);
+        if (pid > 0) {
+            ::kill(pid, SIGTERM);
+            int status;
+            ::waitpid(pid, &status, 0);
+        }
+    }
+};
+
 TEST(FdBound, HundredThousandFilesStayUnderMaxFds) {
     constexpr std::size_t kMaxFds = 512;
     constexpr int kDirs = 100, kPerDir = 1000;
@@ -56,22 +81,9 @@ TEST(FdBound, HundredThousandFilesStayUnderMaxFds) {
     const std::string src = dir.sub("src"), mnt = dir.sub("mnt");
     std::filesystem::create_directories(src);
     std::filesystem::create_directories(mnt);
-    pid_t pid = ::fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-        ::execl(SYNCFS_BINARY, "syncfs", src.c_str(), mnt.c_str(), "-f", "-o", "max_fds=512", nullptr);
-        ::_exit(127);
-    }
-    struct Reaper {
-        pid_t pid;
-        std::string mnt;
-        ~Reaper() {
-            ::umount2(mnt.c_str(), MNT_DETACH);
-            ::kill(pid, SIGTERM);
-            int status;
-            ::waitpid(pid, &status, 0);
-        }
-    } reaper{pid, mnt};
+    ForegroundMount mount(src, mnt, kMaxFds);
+    const pid_t pid = mount.pid;
+    ASSERT_GT(pid, 0);
     ASSERT_TRUE(wait_for([&] { return !mount_line(mnt).empty(); })) << "mount did not appear";
 
     std::size_t peak = 0;
@@ -108,7 +120,6 @@ TEST(FdBound, HundredThousandFilesStayUnderMaxFds) {
     EXPECT_EQ(::stat((mnt + "/d0/f0").c_str(), &st), 0);
 }
 
-// The daemon's fds that still refer to unlinked files on SOURCE ("... (deleted)").
 // fds of the daemon on files of SOURCE that have no name (nlink 0). Judged by the inode, not
 // by the "(deleted)" in readlink: an fd taken on a tmpfile before it was linked in keeps that
 // label (its dentry stays the anonymous one) although the file now has a name.
@@ -133,24 +144,9 @@ TEST(FdBound, TmpfilesGiveTheirFdsBackAndStayUnderMaxFds) {
     const std::string src = dir.sub("src"), mnt = dir.sub("mnt");
     std::filesystem::create_directories(src);
     std::filesystem::create_directories(mnt);
-    pid_t pid = ::fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-        ::execl(SYNCFS_BINARY, "syncfs", src.c_str(), mnt.c_str(), "-f", "-o", "max_fds=128", nullptr);
-        ::_exit(127);
-    }
-    struct Reaper {
-        pid_t pid;
-        std::string mnt;
-        std::vector<int> fds;
-        ~Reaper() {
-            for (int fd : fds) ::close(fd);
-            ::umount2(mnt.c_str(), MNT_DETACH);
-            ::kill(pid, SIGTERM);
-            int status;
-            ::waitpid(pid, &status, 0);
-        }
-    } reaper{pid, mnt, {}};
+    ForegroundMount reaper(src, mnt, kMaxFds);
+    const pid_t pid = reaper.pid;
+    ASSERT_GT(pid, 0);
     ASSERT_TRUE(wait_for([&] { return !mount_line(mnt).empty(); })) << "mount did not appear";
     const std::string real_src = std::filesystem::canonical(src).string();
 

@@ -427,8 +427,13 @@ TEST(E2eWatchBytes, FourKiBWriteThroughTheMountSendsTheSameWithWatcherOnAndOff) 
     const std::uint64_t on = bytes_for_4k_write("auto", auto_status);
     const std::uint64_t ino = bytes_for_4k_write("inotify", inotify_status);
     EXPECT_LT(off, 64u * 1024);
-    EXPECT_EQ(on, off) << auto_status;
-    EXPECT_EQ(ino, off) << inotify_status;
+    // Equal up to one small attribute message: the kernel's writeback of a dirty inode
+    // (its time flush, a Setattr of the mtime) runs on the flusher's schedule and may fall
+    // inside one run's window and not another's. A watcher echo that cost a transfer would
+    // be a Verify listing or a delta: kilobytes.
+    const auto near = [&](std::uint64_t x) { return (x > off ? x - off : off - x) <= 256; };
+    EXPECT_TRUE(near(on)) << on << " vs " << off << "\n" << auto_status;
+    EXPECT_TRUE(near(ino)) << ino << " vs " << off << "\n" << inotify_status;
 }
 
 // Watch limit reached (inotify): the unwatched subtree is verified instead (at start and
