@@ -1,6 +1,7 @@
 // Hostile and truncated protocol bytes against the real syncfsd: real rsync sessions are
 // recorded through an in-test loopback proxy (push and pull, plain and -z, -R --files-from,
-// --link-dest, --partial-dir --delay-updates, --remove-source-files, an auth module),
+// --link-dest, --partial-dir --delay-updates, --remove-source-files, -M merge and dir-merge
+// filters, an auth module),
 // then replayed with seeded mutations - cut at a random byte, random bytes overwritten,
 // random bytes inserted, huge integers spliced in. Afterwards no connection process may
 // have died of a signal, nothing may exist outside the module, the daemon must still serve
@@ -29,6 +30,8 @@ TEST(DaemonFuzz, MutatedRealSessionsNeverCrashEscapeOrWedgeTheDaemon) {
     for (std::size_t i = 0; i < big.size(); i += 7) big[i] = static_cast<char>('a' + i % 26);
     write_file(dir / "src/big", big);
     write_file(dir / "src/sub/small", "small file\n");
+    write_file(dir / "src/rules.merge", "- *.tmp\n. sub/.rules\n");
+    write_file(dir / "src/sub/.rules", "- ignored*\n+ small\n");
     ASSERT_EQ(::symlink("sub/small", (dir / "src/link").c_str()), 0);
     Daemon daemon(dir,
                   "use chroot = no\nuid = root\ngid = root\ntimeout = 15\n"
@@ -55,6 +58,9 @@ TEST(DaemonFuzz, MutatedRealSessionsNeverCrashEscapeOrWedgeTheDaemon) {
         "rsync -a --link-dest=.. " + (dir / "src/") + " " + url + "/web/snap/",
         "rsync -a --partial-dir=.p --delay-updates " + (dir / "src/") + " " + url + "/web/delayed/",
         "rsync -a --remove-source-files " + url + "/web/copy/ " + (dir / "moved/"),
+        // The client's merge and dir-merge rules (-M): the daemon parses them from the args.
+        "rsync -a -M--filter=._rules.merge " + url + "/web/ " + (dir / "pulled-m/"),
+        "rsync -a --delete -M--filter=:_.rules " + (dir / "src/") + " " + url + "/web/",
         "rsync -a --password-file=" + (dir / "pw") + " " + (dir / "src/") + " rsync://u@127.0.0.1:" +
             std::to_string(proxy.port()) + "/auth/",
     };
