@@ -91,18 +91,21 @@ void Push::delete_missing(const FileEntry& e) {
     if (!st) return;
     if (!o().delete_excluded) {
         // The client's dir-merge rules of the directories above the name count too.
-        std::optional<DirFilterStack> dirs;
         if (!ctx.filters.dir_merges().empty()) {
-            dirs.emplace(ctx.filters, module_merge_reader(ctx));
             const auto local_of = [this](const std::string& w) { return join_path(dest, w); };
-            auto r = dirs->move_to(".", local_of);
-            if (r) r = dirs->move_to(parent_of(e.name), local_of);
+            Result<void> r;
+            if (!missing_dirs) {
+                missing_dirs.emplace(ctx.filters, module_merge_reader(ctx));
+                r = missing_dirs->move_to(".", local_of);
+            }
+            if (r) r = missing_dirs->move_to(parent_of(e.name), local_of);
             if (!r) {
+                missing_dirs.reset();
                 ctx.error("rsync: " + r.error().message);
                 return;
             }
         }
-        if (ctx.filters.excluded(e.name, S_ISDIR(st->st_mode), dirs ? &*dirs : nullptr)) return;
+        if (ctx.filters.excluded(e.name, S_ISDIR(st->st_mode), missing_dirs ? &*missing_dirs : nullptr)) return;
     }
     if (ctx.daemon_excluded(path, S_ISDIR(st->st_mode))) return;
     if (o().max_delete >= 0 && deletions >= o().max_delete) return;

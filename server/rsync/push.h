@@ -23,11 +23,13 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "server/rsync/context.h"
+#include "server/rsync/filter_dirs.h"
 
 namespace sfs::server::rsync {
 
@@ -125,6 +127,10 @@ struct Push {
     void make_parents(const std::string& name);
     std::set<std::string> parents_ok;   // directories make_parents() has seen exist
     void delete_missing(const FileEntry& e);
+    // The client's dir-merge rules along the directories of the missing names, kept from one
+    // missing name to the next (names come in list order, so only the changed tail of the
+    // path is read again).
+    std::optional<DirFilterStack> missing_dirs;
     void gen_device(const FileEntry& e);
     // unchanged_file() + quick_check_ok(): true when the file needs no transfer.
     bool up_to_date(const std::string& path, const FileEntry& e, const struct stat& st);

@@ -128,10 +128,17 @@ TEST_F(DaemonNameConverter, HelperThatIgnoresEofEndsWithTheConnectionAfterThePri
                        (dir / "cvt.sh") + "\n");
     ASSERT_GT(d->pid(), 0) << read_file(dir / "syncfsd.log.stderr");
     write_file(dir / "src/f", "data\n");
-    auto r = run("rsync -r " + (dir / "src/") + " " + d->url("conv/"));
+    // -og: the transfer asks the helper for names, so it has run (and written its pid).
+    auto r = run("rsync -rog " + (dir / "src/") + " " + d->url("conv/"));
     EXPECT_EQ(r.status, 0) << r.output;
-    pid_t helper = static_cast<pid_t>(std::stol("0" + read_file(dir / "cvt.pid")));
-    ASSERT_GT(helper, 0);
+    // The pid file is written before the helper's first reply; read it with a bound anyway.
+    pid_t helper = 0;
+    for (int i = 0; i < 200 && helper <= 0; ++i) {
+        const std::string text = read_file(dir / "cvt.pid");
+        if (!text.empty() && text.back() == '\n') helper = static_cast<pid_t>(std::stol(text));
+        else std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ASSERT_GT(helper, 0) << "the name converter never ran\n" << read_file(dir / "syncfsd.log");
     bool gone = false;
     for (int i = 0; i < 200 && !gone; ++i) {
         gone = ::kill(helper, 0) != 0 && errno == ESRCH;
