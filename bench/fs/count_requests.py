@@ -18,33 +18,16 @@ import tempfile
 import time
 from collections import Counter
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fsbench import small_files  # noqa: E402  (the same loops as bench/fs/run)
+
 KiB = 1024
 MiB = 1 << 20
 
 
 def workloads(mnt, n):
-    d = os.path.join(mnt, "small")
-    os.mkdir(d)
-    names = [os.path.join(d, "f%05d" % i) for i in range(n)]
+    _d, create, stat_all, rename_all, unlink_all = small_files(mnt, n)
     data = b"s" * 4096
-
-    def create():
-        for p in names:
-            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            os.write(fd, data)
-            os.close(fd)
-
-    def stat_all():
-        for p in names:
-            os.lstat(p)
-
-    def rename_all():
-        for p in names:
-            os.rename(p, p + ".r")
-
-    def unlink_all():
-        for p in names:
-            os.unlink(p + ".r")
 
     big = os.path.join(mnt, "big")
 

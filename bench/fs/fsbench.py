@@ -23,6 +23,38 @@ def drop_caches():
         f.write("3\n")
 
 
+def small_files(root, n):
+    """The small-file workloads on n files in ROOT/small: create (open O_CREAT|O_EXCL, write
+    4 KiB, close), lstat of each, rename each to NAME.r, unlink the renamed ones. Returns
+    (the directory, create, stat_all, rename_all, unlink_all); bench/fs/count_requests.py
+    runs the same loops."""
+    d = os.path.join(root, "small")
+    os.mkdir(d)
+    names = [os.path.join(d, "f%05d" % i) for i in range(n)]
+    renamed = [p + ".r" for p in names]
+    data = b"s" * 4096
+
+    def create():
+        for p in names:
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.write(fd, data)
+            os.close(fd)
+
+    def stat_all():
+        for p in names:
+            os.lstat(p)
+
+    def rename_all():
+        for a, b in zip(names, renamed):
+            os.rename(a, b)
+
+    def unlink_all():
+        for p in renamed:
+            os.unlink(p)
+
+    return d, create, stat_all, rename_all, unlink_all
+
+
 def main():
     root = sys.argv[1]
     size_mib = int(sys.argv[2]) if len(sys.argv) > 2 else 1024
@@ -50,31 +82,7 @@ def main():
     print("warm_read %.4f" % timed(read_big), flush=True)
     os.unlink(big)
 
-    d = os.path.join(root, "small")
-    os.mkdir(d)
-    names = [os.path.join(d, "f%05d" % i) for i in range(nfiles)]
-    data = b"s" * 4096
-
-    def create():
-        for n in names:
-            fd = os.open(n, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            os.write(fd, data)
-            os.close(fd)
-
-    def stat_all():
-        for n in names:
-            os.lstat(n)
-
-    renamed = [n + ".r" for n in names]
-
-    def rename_all():
-        for a, b in zip(names, renamed):
-            os.rename(a, b)
-
-    def unlink_all():
-        for n in renamed:
-            os.unlink(n)
-
+    d, create, stat_all, rename_all, unlink_all = small_files(root, nfiles)
     print("create_10k %.4f" % timed(create), flush=True)
     stat_all()
     print("stat_10k %.4f" % timed(stat_all), flush=True)
