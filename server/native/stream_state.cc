@@ -44,12 +44,12 @@ pid_t read_holder(int fd) {
                               std::uint32_t{b[3]} << 24);
 }
 
-// Asks the process holding the stream lock to end (SIGTERM: a native session then shuts its
-// connection down and exits normally; SIGKILL when it did not). The pid is pinned with a
-// pidfd and read again afterwards, so a holder that ended meanwhile (its pid possibly
-// reused) is never signalled. False when there was no one to signal.
-bool signal_holder(int fd, const std::string& stream_id, int sig) {
-    pid_t pid = read_holder(fd);
+// Asks `pid`, read from the state file as the holder of the stream lock, to end (SIGTERM: a
+// native session then shuts its connection down and exits normally; SIGKILL when it did
+// not). The pid is pinned with a pidfd and the file read again afterwards, so a holder that
+// ended meanwhile (its pid possibly reused) is never signalled. False when there was no one
+// to signal.
+bool signal_holder(int fd, const std::string& stream_id, pid_t pid, int sig) {
     if (pid <= 0 || pid == ::getpid()) return false;
     // Raw syscalls: Debian 12's glibc 2.36 <sys/pidfd.h> lacks C linkage for C++.
     UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
@@ -122,9 +122,9 @@ Result<StreamState> StreamState::open(int state_dir_fd, const std::string& strea
         const bool confirmed = holder > 0 && holder == last_holder;
         last_holder = holder;
         if (!termed && now >= grace && confirmed) {
-            if (signal_holder(fd, stream_id, SIGTERM)) termed = now;
+            if (signal_holder(fd, stream_id, holder, SIGTERM)) termed = now;
         } else if (termed && !killed && now >= *termed + std::chrono::seconds(3)) {
-            killed = signal_holder(fd, stream_id, SIGKILL);
+            killed = signal_holder(fd, stream_id, holder, SIGKILL);
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
