@@ -115,6 +115,16 @@ void set_node_attrs(ChangeRecord& rec, const struct stat& st) noexcept {
     rec.nlink = st.st_nlink;
 }
 
+void emit_setxattr(FsContext& ctx, std::uint64_t ino, std::string path, std::string name, std::string value) {
+    ChangeRecord rec;
+    rec.kind = ChangeKind::Setxattr;
+    rec.ino = ino;
+    rec.path = std::move(path);
+    rec.xattr_name = std::move(name);
+    rec.xattr_value = std::move(value);
+    ctx.sink.on_change(rec);
+}
+
 void emit_write(FsContext& ctx, Inode& inode, std::uint64_t offset, std::uint64_t length) noexcept {
     try {
         // The path and the record's place in the change stream are taken together under

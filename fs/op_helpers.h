@@ -59,6 +59,10 @@ SysResult<std::pair<struct stat, bool>> clear_setid_bits(fuse_req_t req, int fd,
 // Fills the attributes part of a change record from a stat.
 void set_node_attrs(ChangeRecord& rec, const struct stat& st) noexcept;
 
+// Emits a Setxattr record of `name` = `value` for the node `ino` at `path`. The caller holds
+// ns_mu (a namespace-ordered op).
+void emit_setxattr(FsContext& ctx, std::uint64_t ino, std::string path, std::string name, std::string value);
+
 // Emits a Write record for `inode` (skipped for unlinked nodes: nothing to replicate).
 void emit_write(FsContext& ctx, Inode& inode, std::uint64_t offset, std::uint64_t length) noexcept;
 

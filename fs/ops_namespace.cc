@@ -147,15 +147,8 @@ void link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newn
             if (data.length) ctx.sink.on_change(data);
             // Its xattrs (set while it had no name, so never recorded) go with it.
             if (auto xattrs = sys::read_xattrs(npfd->get(), newname)) {
-                for (auto& [xname, xvalue] : *xattrs) {
-                    ChangeRecord x;
-                    x.kind = ChangeKind::Setxattr;
-                    x.ino = rec.ino;
-                    x.path = rec.path;
-                    x.xattr_name = std::move(xname);
-                    x.xattr_value = std::move(xvalue);
-                    ctx.sink.on_change(x);
-                }
+                for (auto& [xname, xvalue] : *xattrs)
+                    emit_setxattr(ctx, rec.ino, rec.path, std::move(xname), std::move(xvalue));
             }
         } else {
             rec.kind = ChangeKind::Link;

@@ -22,15 +22,7 @@ void setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* valu
         if (auto r = sys::check(::setxattr(proc.c_str(), name, value, size, flags)); !r) {
             return (void)fuse_reply_err(req, r.error());
         }
-        if (auto path = ctx.table.path_of(node)) {
-            ChangeRecord rec;
-            rec.kind = ChangeKind::Setxattr;
-            rec.ino = node.id.ino;
-            rec.path = std::move(*path);
-            rec.xattr_name = name;
-            rec.xattr_value.assign(value, size);
-            ctx.sink.on_change(rec);
-        }
+        if (auto path = ctx.table.path_of(node)) emit_setxattr(ctx, node.id.ino, std::move(*path), name, {value, size});
         fuse_reply_err(req, 0);
     });
 }
