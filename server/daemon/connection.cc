@@ -70,8 +70,6 @@ std::optional<ClientGreeting> parse_greeting(std::string_view line) {
     return g;
 }
 
-// Client-supplied text as it may appear in messages and logs: control bytes become '?',
-// so a module or user name cannot forge log lines or terminal escapes.
 // Whether `inner` is `outer` or below it, after resolving the symlinks of the parts that exist
 // (so /srv/web/../state and a symlinked state dir are judged by where they really are). When
 // either cannot be resolved (EACCES, ELOOP) it answers yes: the caller refuses rather than
@@ -85,6 +83,8 @@ bool is_beneath(const std::string& outer, const std::string& inner) {
     return oe == o.end() || (std::next(oe) == o.end() && oe->empty());  // "dir/" ends in an empty part
 }
 
+// Client-supplied text as it may appear in messages and logs: control bytes become '?',
+// so a module or user name cannot forge log lines or terminal escapes.
 std::string printable(std::string_view s, std::size_t max = 256) {
     std::string out;
     for (char c : s.substr(0, max)) out.push_back(static_cast<unsigned char>(c) < 0x20 || c == 0x7f ? '?' : c);
