@@ -68,6 +68,18 @@ bool write_all(int fd, const char* p, std::size_t n) {
     return true;
 }
 
+// What the forked child reads (read_arg) before running the command: the request, then the
+// arguments (RSYNC_ARG0 = "rsyncd" first when `with_arg0`), each NUL-terminated, and an empty
+// one to end them.
+std::string request_message(const std::string& request, const std::vector<std::string>& args, bool with_arg0) {
+    std::string msg = request + '\0';
+    if (with_arg0) msg += std::string("rsyncd") + '\0';
+    for (const auto& a : args)
+        if (!a.empty()) msg += a + '\0';
+    msg.push_back('\0');
+    return msg;
+}
+
 // Reads one NUL-terminated string (bounded); nullopt at EOF/error or when too long.
 std::optional<std::string> read_arg(int fd) {
     std::string s;
@@ -169,12 +181,7 @@ PreXferExec::~PreXferExec() {
 
 std::optional<std::string> PreXferExec::finish(const std::string& request, const std::vector<std::string>& args,
                                                const std::string& input, bool with_arg0) {
-    std::string msg = request + '\0';
-    if (with_arg0) msg += std::string("rsyncd") + '\0';
-    for (const auto& a : args)
-        if (!a.empty()) msg += a + '\0';
-    msg.push_back('\0');
-    msg += input;
+    std::string msg = request_message(request, args, with_arg0) + input;
     (void)write_all(args_w_.get(), msg.data(), msg.size());   // a hook that ignores stdin may exit first
     args_w_.reset();
     std::string out;
@@ -197,10 +204,7 @@ std::optional<std::string> PreXferExec::finish(const std::string& request, const
 }
 
 bool PreXferExec::begin(const std::string& request, const std::vector<std::string>& args) {
-    std::string msg = request + '\0' + std::string("rsyncd") + '\0';
-    for (const auto& a : args)
-        if (!a.empty()) msg += a + '\0';
-    msg.push_back('\0');
+    const std::string msg = request_message(request, args, true);
     if (!args_w_ || !write_all(args_w_.get(), msg.data(), msg.size())) return false;
     // From now on writes are bounded by converse()'s deadline: a command that stops reading
     // must not block the transfer once the pipe is full.
