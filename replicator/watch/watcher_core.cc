@@ -164,7 +164,10 @@ bool WatcherCore::is_echo(const Delayed& d) {
     using K = OutsideChange::Kind;
     const OutsideChange& c = d.change;
     if (!echo_ || c.kind == K::Overflow) return false;
-    const auto now = Clock::now();
+    // The announcement must be alive when the event was read, not when it is judged: a
+    // reader starved of CPU past the ttl would otherwise report its own echoes. The state
+    // comparison, not the clock, is what tells an outside change apart.
+    const auto now = d.due - options_.echo_delay;
     if (!echo_->expected(c.path, now) || (c.kind == K::Renamed && !echo_->expected(c.path2, now))) return false;
     const bool metadata = c.kind == K::Attrib;
     if (!echo_->is_own(c.path, d.seen, metadata, now)) return false;

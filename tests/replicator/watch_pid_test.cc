@@ -198,6 +198,7 @@ TEST(WatchPid, InotifyEveryEventOfOwnOpsIsAnEcho) {
     WatchOptions options;
     options.backend = Backend::Inotify;
     options.echo_delay = 1000ms;
+    options.echo_ttl = 10s;  // the reader itself may be starved for seconds (CI at load 6+)
     UniqueFd fd = open_dir(src.path());
     auto w = Watcher::start(fd.get(), src.path(), options, sink);
     ASSERT_TRUE(w.has_value()) << w.error().message;
