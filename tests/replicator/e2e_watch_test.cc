@@ -11,9 +11,12 @@
 #include <tuple>
 
 #include "tests/replicator/e2e_harness.h"
+#include "tests/support/eventually.h"
 
 namespace sfs::e2e {
 namespace {
+
+using testsupport::eventually;
 
 std::string status_field(const Mount& m, const std::string& key) {
     const std::string j = m.status_json();
@@ -171,17 +174,11 @@ TEST_P(E2eWatch, DeadWatcherIsRestartedAndTheTreeVerified) {
     ASSERT_EQ(mount.wait().status, 0) << mount.log();
     write_file(failf, "");
     std::string running;
-    for (int i = 0; i < 100 && running != "false"; ++i) {
-        std::this_thread::sleep_for(20ms);
-        running = status_field(mount, "running");
-    }
+    eventually([&] { return (running = status_field(mount, "running")) == "false"; });
     EXPECT_EQ(running, "false") << mount.status_json();
     write_file(env.src + "/while_dead", "made while no watcher ran\n");  // restart backoff: 1 s
     std::string restarts;
-    for (int i = 0; i < 250 && restarts != "1"; ++i) {
-        std::this_thread::sleep_for(20ms);
-        restarts = status_field(mount, "restarts");
-    }
+    eventually([&] { return (restarts = status_field(mount, "restarts")) == "1"; });
     const std::string status = mount.status_json();
     EXPECT_EQ(restarts, "1") << status;
     EXPECT_EQ(status_field(mount, "running"), "true") << status;
@@ -207,16 +204,10 @@ TEST_P(E2eWatch, ReaderThroughTheMountSeesADirectWriteAtOnce) {
     write_file(env.src + "/f", "NEW CONTENT 2\n");  // same size: attributes alone would not tell
     write_file(env.src + "/g", "appeared\n");
     std::string seen;
-    for (int i = 0; i < 100 && seen != "NEW CONTENT 2\n"; ++i) {
-        std::this_thread::sleep_for(20ms);
-        seen = read_file(env.mnt + "/f");
-    }
+    eventually([&] { return (seen = read_file(env.mnt + "/f")) == "NEW CONTENT 2\n"; });
     EXPECT_EQ(seen, "NEW CONTENT 2\n");
     write_file(env.src + "/f", "longer new content 3\n");
-    for (int i = 0; i < 100 && seen != "longer new content 3\n"; ++i) {
-        std::this_thread::sleep_for(20ms);
-        seen = read_file(env.mnt + "/f");
-    }
+    eventually([&] { return (seen = read_file(env.mnt + "/f")) == "longer new content 3\n"; });
     EXPECT_EQ(seen, "longer new content 3\n");
     EXPECT_EQ(read_file(env.mnt + "/g"), "appeared\n");
     ASSERT_EQ(mount.wait().status, 0);
@@ -330,10 +321,7 @@ TEST(E2eWatchStamp, OutsideChangeBehindAWriteSentLaterIsFoundByContent) {
     pwrite_at(env.mnt + "/f", 0, std::string(100, 'm'));             // through the mount
     pwrite_at(env.src + "/f", 50000, "changed outside the mount");   // directly, same size
     std::string records;
-    for (int i = 0; i < 250 && (records.empty() || records == "0"); ++i) {
-        std::this_thread::sleep_for(20ms);
-        records = status_field(mount, "records");
-    }
+    eventually([&] { return !(records = status_field(mount, "records")).empty() && records != "0"; });
     ASSERT_NE(records, "0") << mount.status_json();
     daemon.start();
     ASSERT_EQ(mount.wait(60).status, 0) << mount.log();
@@ -482,10 +470,7 @@ TEST(E2eWatchJournal, OutsideChangeIsJournaledAndReplayedAfterRestart) {
             f << "changed outside the mount";
         }
         std::string records;
-        for (int i = 0; i < 250 && (records.empty() || records == "0"); ++i) {
-            std::this_thread::sleep_for(20ms);
-            records = status_field(mount, "records");
-        }
+        eventually([&] { return !(records = status_field(mount, "records")).empty() && records != "0"; });
         ASSERT_NE(records, "0") << mount.status_json();
         mount.unmount();  // clean stop with the mirror down: the record stays in the journal
     }

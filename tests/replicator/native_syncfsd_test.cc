@@ -251,11 +251,11 @@ TEST(NativeSyncfsd, NewConnectionOfAStreamSupersedesAHalfOpenOne) {
     ASSERT_TRUE((*old)->queue(pn::Mkdir{1, "before", 0755, 0, 0}));
     ASSERT_TRUE(barrier(**old, 1).has_value()) << d.log();
 
-    const auto start = std::chrono::steady_clock::now();
+    // The new session waits at most 10 s for the stream's lock and is refused after that;
+    // the old connection is idle, its keepalive would take minutes: only superseding the
+    // old session lets this connect succeed.
     auto fresh = MirrorLink::connect(url, s.password_file, "host-a:/data");
     ASSERT_TRUE(fresh.has_value()) << fresh.error().message << "\n" << d.log();
-    // Within the grace (1 s) plus the old session's orderly end; the lock wait allows 10 s.
-    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(8));
     EXPECT_EQ((*fresh)->hello().applied_seq, 1u);
     ASSERT_TRUE((*fresh)->queue(pn::Mkdir{2, "after", 0755, 0, 0}));
     auto done = barrier(**fresh, 2);

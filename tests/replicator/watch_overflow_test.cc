@@ -86,7 +86,7 @@ TEST(WatchLimit, UnwatchableSubtreesAreReportedAsOverflowAndKeptInStatus) {
         return out;
     };
     // Delivered through the echo delay of inotify mode: wait for them.
-    for (int i = 0; i < 200 && overflowed().size() < 2; ++i) std::this_thread::sleep_for(10ms);
+    eventually([&] { return overflowed().size() >= 2; });
     ASSERT_EQ(overflowed().size(), 2u) << sink.dump();
     for (const auto& p : overflowed()) EXPECT_NE(p, "") << "only the unwatched subtree is to be reconciled";
     auto st = watcher->status();
@@ -134,16 +134,12 @@ TEST(WatchLimit, UnwatchedSubtreesAreRetriedAndReconciledPeriodically) {
         return std::count_if(all.begin(), all.end(),
                              [&](const OutsideChange& c) { return c.kind == Kind::Overflow && c.path == unwatched; });
     };
-    for (int i = 0; i < 300 && overflow_count() < 3; ++i) std::this_thread::sleep_for(10ms);
+    eventually([&] { return overflow_count() >= 3; }, 120s);
     EXPECT_GE(overflow_count(), 3) << sink.dump();
     // A watch is freed: the next retry watches the subtree, and its changes are reported.
     ASSERT_EQ(::rmdir((src / watched).c_str()), 0);
     ASSERT_TRUE(sink.wait_for(Kind::Deleted, watched)) << sink.dump();
-    bool rewatched = false;
-    for (int i = 0; i < 300 && !rewatched; ++i) {
-        std::this_thread::sleep_for(10ms);
-        rewatched = watcher->status().watched_dirs == 2;
-    }
+    const bool rewatched = eventually([&] { return watcher->status().watched_dirs == 2; }, 120s);
     ASSERT_TRUE(rewatched) << sink.dump();
     write_file(src / (unwatched + "/now-seen"));
     EXPECT_TRUE(sink.wait_for(Kind::Created, unwatched + "/now-seen")) << sink.dump();
@@ -175,11 +171,11 @@ TEST(WatchLimit, KernelEnospcIsReportedAsOverflowOfTheSubtree) {
         auto w = Watcher::start(fd.get(), src.path(), options, sink);
         if (!w) ::_exit(1);
         int overflows = 0;
-        for (int i = 0; i < 200 && overflows < 2; ++i) {
-            std::this_thread::sleep_for(10ms);
+        eventually([&] {
             overflows = 0;
             for (const auto& c : sink.changes()) overflows += c.kind == Kind::Overflow && !c.path.empty();
-        }
+            return overflows >= 2;
+        });
         auto st = (*w)->status();
         (*w)->stop();
         if (overflows != 2) ::_exit(2);

@@ -18,9 +18,11 @@
 #include <functional>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/unique_fd.h"
+#include "tests/support/eventually.h"
 #include "replicator/watch/outside_change.h"
 #include "replicator/watch/watcher.h"
 
@@ -62,6 +64,8 @@ inline void append_file(const std::string& path, const std::string& data) {
     ASSERT_EQ(::write(fd.get(), data.data(), data.size()), static_cast<ssize_t>(data.size())) << path;
 }
 
+using testsupport::eventually;
+
 inline std::string describe(const OutsideChange& c) {
     std::string s = std::string(to_string(c.kind)) + "(" + c.path;
     if (!c.path2.empty()) s += " -> " + c.path2;
@@ -87,7 +91,7 @@ public:
         hold_ = true;
         held_ = false;
     }
-    bool wait_held(std::chrono::milliseconds timeout = 5s) {
+    bool wait_held(std::chrono::milliseconds timeout = 20s) {
         std::unique_lock lock(mutex_);
         return changed_.wait_for(lock, timeout, [&] { return held_; });
     }
@@ -98,15 +102,15 @@ public:
     }
 
     // Waits until some recorded change satisfies `pred`.
-    bool wait_for(const std::function<bool(const OutsideChange&)>& pred, std::chrono::milliseconds timeout = 5s) {
+    bool wait_for(const std::function<bool(const OutsideChange&)>& pred, std::chrono::milliseconds timeout = 20s) {
         std::unique_lock lock(mutex_);
         return changed_.wait_for(lock, timeout,
                                  [&] { return std::any_of(changes_.begin(), changes_.end(), pred); });
     }
-    bool wait_for(Kind kind, const std::string& path, std::chrono::milliseconds timeout = 5s) {
+    bool wait_for(Kind kind, const std::string& path, std::chrono::milliseconds timeout = 20s) {
         return wait_for([&](const OutsideChange& c) { return c.kind == kind && c.path == path; }, timeout);
     }
-    bool wait_for_rename(const std::string& from, const std::string& to, std::chrono::milliseconds timeout = 5s) {
+    bool wait_for_rename(const std::string& from, const std::string& to, std::chrono::milliseconds timeout = 20s) {
         return wait_for(
             [&](const OutsideChange& c) { return c.kind == Kind::Renamed && c.path == from && c.path2 == to; },
             timeout);

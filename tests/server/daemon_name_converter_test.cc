@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "daemon_harness.h"
+#include "tests/support/eventually.h"
 
 namespace sfs::test {
 namespace {
@@ -133,17 +134,13 @@ TEST_F(DaemonNameConverter, HelperThatIgnoresEofEndsWithTheConnectionAfterThePri
     EXPECT_EQ(r.status, 0) << r.output;
     // The pid file is written before the helper's first reply; read it with a bound anyway.
     pid_t helper = 0;
-    for (int i = 0; i < 200 && helper <= 0; ++i) {
+    testsupport::eventually([&] {
         const std::string text = read_file(dir / "cvt.pid");
         if (!text.empty() && text.back() == '\n') helper = static_cast<pid_t>(std::stol(text));
-        else std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+        return helper > 0;
+    });
     ASSERT_GT(helper, 0) << "the name converter never ran\n" << read_file(dir / "syncfsd.log");
-    bool gone = false;
-    for (int i = 0; i < 200 && !gone; ++i) {
-        gone = ::kill(helper, 0) != 0 && errno == ESRCH;
-        if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    const bool gone = testsupport::eventually([&] { return ::kill(helper, 0) != 0 && errno == ESRCH; });
     EXPECT_TRUE(gone) << "the name converter outlived its connection\n" << read_file(dir / "syncfsd.log");
     if (!gone) ::kill(helper, SIGKILL);
     EXPECT_TRUE(file_gets(dir / "syncfsd.log", "module=conv", std::chrono::seconds(10))) << read_file(dir / "syncfsd.log");

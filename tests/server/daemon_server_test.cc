@@ -10,6 +10,7 @@
 #include "server/daemon/auth.h"
 #include "server/rsync/session.h"
 #include "tests/server/daemon_harness.h"
+#include "tests/support/eventually.h"
 
 namespace sfs::test {
 namespace {
@@ -252,7 +253,7 @@ TEST_F(DaemonTest, MaxConnectionsReached) {
 
     ::close(fd);  // the holder's process exits and its lock goes with it
     bool freed = false;
-    for (int i = 0; i < 100 && !freed; ++i) {
+    for (int i = 0; i < 600 && !freed; ++i) {
         int fd2 = connect_port(d.port());
         ASSERT_GE(fd2, 0);
         read_line(fd2);
@@ -357,11 +358,8 @@ TEST_F(DaemonTest, SighupReloadsAndABadConfigKeepsTheOldOne) {
     ASSERT_GT(d.pid(), 0);
     write_file(d.config_path(), config() + "[added]\n  path = " + (dir / "web") + "\n  comment = new one\n");
     ::kill(d.pid(), SIGHUP);
-    bool seen = false;
-    for (int i = 0; i < 100 && !seen; ++i) {
-        seen = run("rsync " + d.url()).output.find("new one") != std::string::npos;
-        if (!seen) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    const bool seen = testsupport::eventually(
+        [&] { return run("rsync " + d.url()).output.find("new one") != std::string::npos; });
     EXPECT_TRUE(seen) << "SIGHUP did not load the new module";
 
     write_file(d.config_path(), config() + "[broken\n");
@@ -375,8 +373,7 @@ TEST_F(DaemonTest, SigtermExitsZeroAndRemovesPidFile) {
     Daemon d(dir, config());
     ASSERT_GT(d.pid(), 0);
     // In the foreground the port is open a moment before the pid file is written.
-    for (int i = 0; i < 100 && !std::filesystem::exists(dir / "syncfsd.pid"); ++i)
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    testsupport::eventually([&] { return std::filesystem::exists(dir / "syncfsd.pid"); });
     ASSERT_EQ(read_file(dir / "syncfsd.pid"), std::to_string(d.pid()) + "\n");
     EXPECT_EQ(d.signal_and_wait(SIGTERM), 0);
     EXPECT_FALSE(std::filesystem::exists(dir / "syncfsd.pid"));
@@ -390,13 +387,11 @@ TEST_F(DaemonTest, SigtermLetsARunningConnectionFinish) {
     ASSERT_GE(fd, 0);
     ASSERT_TRUE(read_line(fd).has_value());  // the connection process is now running
     ::kill(d.pid(), SIGTERM);
-    bool refused = false;
-    for (int i = 0; i < 100 && !refused; ++i) {
+    const bool refused = testsupport::eventually([&] {
         int probe = connect_port(d.port());
-        refused = probe < 0;
         if (probe >= 0) ::close(probe);
-        if (!refused) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
+        return probe < 0;
+    });
     EXPECT_TRUE(refused) << "still accepting after SIGTERM";
     send_text(fd, "@RSYNCD: 30.0 md5\n#list\n");
     std::string last;
@@ -419,11 +414,8 @@ TEST_F(DaemonTest, DetachesWritesPidFileAndStopsOnSigterm) {
     auto listing = run("rsync rsync://127.0.0.1:" + std::to_string(port) + "/");
     EXPECT_NE(listing.output.find("web"), std::string::npos) << listing.output;
     ::kill(pid, SIGTERM);
-    bool gone = false;
-    for (int i = 0; i < 200 && !gone; ++i) {
-        gone = ::kill(pid, 0) != 0 && !std::filesystem::exists(dir / "syncfsd.pid");
-        if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    const bool gone = testsupport::eventually(
+        [&] { return ::kill(pid, 0) != 0 && !std::filesystem::exists(dir / "syncfsd.pid"); });
     EXPECT_TRUE(gone);
     if (!gone) ::kill(pid, SIGKILL);
 }
@@ -432,8 +424,7 @@ TEST_F(DaemonTest, DetachesWritesPidFileAndStopsOnSigterm) {
 TEST_F(DaemonTest, DetachedStartFailsWhenAlreadyRunning) {
     Daemon d(dir, config());
     ASSERT_GT(d.pid(), 0);
-    for (int i = 0; i < 100 && !std::filesystem::exists(dir / "syncfsd.pid"); ++i)
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    testsupport::eventually([&] { return std::filesystem::exists(dir / "syncfsd.pid"); });
     write_file(dir / "d.conf", config());
     auto r = run(std::string(SYNCFSD_BIN) + " --config " + (dir / "d.conf") + " --address 127.0.0.1 --port " +
                  std::to_string(free_port()) + " --log-file " + (dir / "d.log"));
@@ -493,8 +484,7 @@ TEST_F(DaemonTest, InetdServesOneConnectionOnStdio) {
     EXPECT_NE(std::find(lines.begin(), lines.end(), "web            \tthe web root"), lines.end());
     ::close(sv[0]);
     int st = 0;
-    for (int i = 0; i < 100 && ::waitpid(pid, &st, WNOHANG) == 0; ++i)
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    testsupport::eventually([&] { return ::waitpid(pid, &st, WNOHANG) != 0; });
     if (::kill(pid, 0) == 0) {
         ::kill(pid, SIGKILL);
         ::waitpid(pid, &st, 0);

@@ -13,6 +13,7 @@
 #include <regex>
 
 #include "daemon_harness.h"
+#include "tests/support/eventually.h"
 
 namespace sfs::test {
 namespace {
@@ -293,8 +294,7 @@ TEST_F(RsyncInterop, PartialKeepsAnInterruptedFile) {
     ASSERT_EQ(g.status, 0);
     auto r = run("timeout -s INT 2 rsync --partial --bwlimit=1024 " + (dir / "src.bin") + " " + url("web/"));
     EXPECT_NE(r.status, 0);
-    for (int i = 0; i < 50 && !fs::exists(dir / "web/src.bin"); ++i)
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    testsupport::eventually([&] { return fs::exists(dir / "web/src.bin"); });
     ASSERT_TRUE(fs::exists(dir / "web/src.bin"));
     auto size = fs::file_size(dir / "web/src.bin");
     EXPECT_GT(size, 0u);
