@@ -1,10 +1,11 @@
 #include "common/log.h"
 
-#include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/sinks/syslog_sink.h>
 #include <spdlog/spdlog.h>
 #include <syslog.h>
+
+#include "common/log_file_sink.h"
 
 namespace sfs {
 
@@ -12,7 +13,9 @@ Result<void> init_logging(const LogOptions& options) {
     std::shared_ptr<spdlog::logger> logger;
     try {
         if (!options.file.empty()) {
-            logger = spdlog::basic_logger_mt(options.program, options.file);
+            auto sink = LogFileSink::open(options.file);
+            if (!sink) return std::unexpected(sink.error());
+            logger = std::make_shared<spdlog::logger>(options.program, std::move(*sink));
         } else if (options.use_syslog) {
             logger = spdlog::syslog_logger_mt(options.program, options.program, LOG_PID, LOG_DAEMON);
         } else {

@@ -143,7 +143,7 @@ inline RunResult run(const std::string& cmd) {
 // Polls `path` until it contains `text`, bounded by `limit` (a log line written by another
 // process after our client returned). Returns whether it appeared.
 inline bool file_gets(const std::string& path, const std::string& text,
-                      std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+                      std::chrono::milliseconds limit = std::chrono::seconds(30)) {
     auto deadline = std::chrono::steady_clock::now() + limit;
     for (;;) {
         if (read_file(path).find(text) != std::string::npos) return true;
@@ -170,7 +170,7 @@ public:
     pid_t pid() const { return pid_; }
     const std::string& config_path() const { return config_; }
     std::string log() const { return read_file(log_); }
-    // Waits up to 10 s for `text` to appear in the log: connection processes write their
+    // Waits up to 30 s for `text` to appear in the log: connection processes write their
     // line after the client has already seen the reply (and exited), and on a loaded
     // machine that can take seconds. Returns whether it appeared.
     bool log_has(const std::string& text) const { return file_gets(log_, text); }
@@ -210,7 +210,7 @@ private:
         args.insert(args.end(), extra.begin(), extra.end());
         pid_t pid = testsupport::spawn_logged(args, log_ + ".stderr");
         pid_ = pid;
-        for (int i = 0; i < 100; ++i) {
+        for (int i = 0; i < 400; ++i) {
             int st;
             if (::waitpid(pid_, &st, WNOHANG) == pid_) {  // died: port taken or bad config
                 pid_ = -1;

@@ -369,6 +369,23 @@ TEST_F(DaemonTest, SighupReloadsAndABadConfigKeepsTheOldOne) {
     EXPECT_NE(run("rsync " + d.url()).output.find("new one"), std::string::npos) << "old config lost";
 }
 
+// logrotate without a postrotate script (what Debian's rsync stanza does): the log file is
+// renamed away, and the daemon and its connection processes start a new one at the path.
+TEST_F(DaemonTest, RotatedLogFileIsStartedAgainAtItsPath) {
+    Daemon d(dir, config());
+    ASSERT_GT(d.pid(), 0);
+    EXPECT_EQ(run("rsync " + d.url()).status, 0);
+    ASSERT_TRUE(d.log_has("request=list")) << d.log();
+    std::filesystem::rename(dir / "syncfsd.log", dir / "syncfsd.log.1");
+    std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // the path is checked once a second
+    EXPECT_EQ(run("rsync " + d.url()).status, 0);
+    EXPECT_TRUE(d.log_has("request=list")) << "nothing logged at the path after the rotation";
+    const std::string rotated = read_file(dir / "syncfsd.log.1");
+    const auto first = rotated.find("request=list");
+    EXPECT_NE(first, std::string::npos) << rotated;
+    EXPECT_EQ(rotated.find("request=list", first + 1), std::string::npos) << "the second listing went to the old file";
+}
+
 TEST_F(DaemonTest, SigtermExitsZeroAndRemovesPidFile) {
     Daemon d(dir, config());
     ASSERT_GT(d.pid(), 0);

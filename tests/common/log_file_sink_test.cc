@@ -1,0 +1,107 @@
+#include "common/log_file_sink.h"
+
+#include <gtest/gtest.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+namespace sfs {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct TempDir {
+    fs::path path;
+    TempDir() {
+        char tmpl[] = "/tmp/syncfs-log-XXXXXX";
+        path = ::mkdtemp(tmpl);
+    }
+    ~TempDir() { fs::remove_all(path); }
+};
+
+std::string read_file(const fs::path& p) {
+    std::ifstream in(p);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+spdlog::logger make_logger(const fs::path& file) {
+    auto sink = LogFileSink::open(file, std::chrono::milliseconds(0));
+    EXPECT_TRUE(sink.has_value()) << sink.error().message;
+    spdlog::logger logger("test", std::move(*sink));
+    logger.set_pattern("%v");
+    return logger;
+}
+
+// logrotate's default (create): the file is renamed and a new one expected at the path.
+TEST(LogFileSink, RotatedByRenameTheNextLineGoesToANewFile) {
+    TempDir d;
+    auto logger = make_logger(d.path / "syncfsd.log");
+    logger.info("before rotation");
+    fs::rename(d.path / "syncfsd.log", d.path / "syncfsd.log.1");
+    logger.info("after rotation");
+    EXPECT_EQ(read_file(d.path / "syncfsd.log.1"), "before rotation\n");
+    EXPECT_EQ(read_file(d.path / "syncfsd.log"), "after rotation\n");
+}
+
+// `rotate 0` or an operator's rm: writing on to the unlinked inode would lose every line.
+TEST(LogFileSink, DeletedFileIsCreatedAgain) {
+    TempDir d;
+    auto logger = make_logger(d.path / "l");
+    logger.info("one");
+    fs::remove(d.path / "l");
+    logger.info("two");
+    EXPECT_EQ(read_file(d.path / "l"), "two\n");
+}
+
+// copytruncate: the same inode, emptied; O_APPEND writes go on at its new end.
+TEST(LogFileSink, TruncatedInPlaceContinuesAtTheStart) {
+    TempDir d;
+    auto logger = make_logger(d.path / "l");
+    logger.info("one");
+    ASSERT_EQ(::truncate((d.path / "l").c_str(), 0), 0);
+    logger.info("two");
+    EXPECT_EQ(read_file(d.path / "l"), "two\n");
+}
+
+// The check runs at most once per interval: between checks lines go to the open file.
+TEST(LogFileSink, ChecksThePathAtMostOncePerInterval) {
+    TempDir d;
+    auto sink = LogFileSink::open(d.path / "l", std::chrono::hours(1));
+    ASSERT_TRUE(sink.has_value());
+    spdlog::logger logger("test", std::move(*sink));
+    logger.set_pattern("%v");
+    fs::rename(d.path / "l", d.path / "l.1");
+    logger.info("still old");
+    EXPECT_EQ(read_file(d.path / "l.1"), "still old\n");
+    EXPECT_FALSE(fs::exists(d.path / "l"));
+}
+
+TEST(LogFileSink, UnopenableFileIsAnErrorNamingIt) {
+    TempDir d;
+    auto sink = LogFileSink::open(d.path / "no-such-dir" / "l");
+    ASSERT_FALSE(sink.has_value());
+    EXPECT_NE(sink.error().message.find("no-such-dir/l: cannot open log file"), std::string::npos)
+        << sink.error().message;
+}
+
+// When the directory went away the sink keeps the file it has rather than dropping lines.
+TEST(LogFileSink, ReopenFailureKeepsWritingToTheOpenFile) {
+    TempDir d;
+    fs::create_directory(d.path / "logs");
+    auto logger = make_logger(d.path / "logs" / "l");
+    logger.info("one");
+    fs::rename(d.path / "logs", d.path / "moved");
+    logger.info("two");
+    EXPECT_EQ(read_file(d.path / "moved" / "l"), "one\ntwo\n");
+}
+
+}  // namespace
+}  // namespace sfs
