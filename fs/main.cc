@@ -37,6 +37,7 @@ sfs::Result<std::unique_ptr<sfs::repl::Replicator>> make_replicator(const sfs::f
     r.delay = std::chrono::milliseconds(o.delay_ms);
     r.excludes = o.excludes;
     r.watch = o.watch;
+    r.journal_max = o.journal_max;
     sfs::repl::MirrorLinkOptions link;
     link.peer_timeout = std::chrono::seconds(o.mirror_timeout_s);
     r.connector = sfs::repl::mirror_link_connector(link);

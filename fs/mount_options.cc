@@ -32,6 +32,26 @@ Result<T> parse_number(std::string_view key, std::string_view value) {
     return out;
 }
 
+// A byte count with an optional K, M or G suffix (powers of 1024).
+Result<std::uint64_t> parse_size(std::string_view key, std::string_view value) {
+    std::uint64_t mult = 1;
+    std::string_view digits = value;
+    if (!digits.empty()) {
+        switch (digits.back()) {
+        case 'k': case 'K': mult = 1ull << 10; break;
+        case 'm': case 'M': mult = 1ull << 20; break;
+        case 'g': case 'G': mult = 1ull << 30; break;
+        default: break;
+        }
+        if (mult != 1) digits.remove_suffix(1);
+    }
+    auto v = parse_number<std::uint64_t>(key, digits);
+    if (!v || *v > (std::uint64_t{1} << 50) / mult) {
+        return fail(std::string(key) + "=" + std::string(value) + ": not a valid size (a number with K, M or G)");
+    }
+    return *v * mult;
+}
+
 Result<double> parse_seconds(std::string_view key, std::string_view value) {
     std::string s(value);
     char* end = nullptr;
@@ -131,6 +151,14 @@ Result<void> apply_option(std::string_view opt, MountOptions& out) {
         if (!v) return std::unexpected(v.error());
         if (*v < 1 || *v > 86400) return fail("mirror_timeout=" + std::string(value) + ": must be between 1 and 86400 seconds");
         out.mirror_timeout_s = *v;
+        return {};
+    }
+    if (key == "journal_max") {
+        if (auto r = need_value(); !r) return r;
+        auto v = parse_size(key, value);
+        if (!v) return std::unexpected(v.error());
+        if (*v != 0 && *v < (256u << 10)) return fail("journal_max=" + std::string(value) + ": must be 0 (no cap) or at least 256K");
+        out.journal_max = *v;
         return {};
     }
     if (key == "max_fds") {
@@ -268,7 +296,8 @@ std::string usage(const char* program) {
            "  -d            debug output (implies -f)\n"
            "  -o OPTIONS    comma-separated options:\n"
            "     mirror=rsync://[user@]host[:port]/module  (repeatable, or ';'-separated)\n"
-           "     secrets=FILE state=DIR sync delay=MS mirror_timeout=S exclude=PATTERN log=FILE\n"
+           "     secrets=FILE state=DIR sync delay=MS mirror_timeout=S journal_max=SIZE\n"
+           "     exclude=PATTERN log=FILE\n"
            "     watch=off|auto|fanotify|inotify (default auto: changes made outside the mount)\n"
            "     max_fds=N (default 4096) timeout=SECONDS (default 30) threads=N no_writeback\n"
            "     allow_other default_permissions ro noatime relatime ... (see syncfs(8))\n";

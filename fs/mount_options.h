@@ -28,6 +28,7 @@ struct MountOptions {
     bool sync = false;                  // sync: fsync waits for the mirrors
     std::uint32_t delay_ms = 0;         // delay=MS
     std::uint32_t mirror_timeout_s = 120;  // mirror_timeout=SECONDS: dead mirror connection
+    std::uint64_t journal_max = 1ull << 30;  // journal_max=SIZE: cap on the journal's disk use
     std::vector<std::string> excludes;  // exclude=PATTERN, repeatable
     std::string log_file;               // log=FILE
     std::string watch = "auto";         // watch=off|auto|fanotify|inotify (outside-mount watcher)

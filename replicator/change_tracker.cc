@@ -223,6 +223,16 @@ void ChangeTracker::prune(std::size_t mirror, std::uint64_t position) {
     }
 }
 
+void ChangeTracker::skip(std::size_t mirror, std::uint64_t through) {
+    std::lock_guard lock(mu_);
+    auto& dirty = mirrors_[mirror].dirty;
+    for (auto it = dirty.begin(); it != dirty.end();) {
+        Dirty& d = it->second;
+        while (!d.segments.empty() && d.segments.front().last_seq <= through) d.segments.pop_front();
+        it = d.segments.empty() ? dirty.erase(it) : std::next(it);
+    }
+}
+
 std::optional<std::string> ChangeTracker::source_path(NodeKey key) const {
     std::lock_guard lock(mu_);
     auto it = nodes_.find(key.ino);

@@ -64,6 +64,9 @@ public:
     void drop(std::size_t mirror, NodeKey key);
     // Forgets bookkeeping of takes the sender has moved past.
     void prune(std::size_t mirror, std::uint64_t position);
+    // The sender skipped every record up to `through` (trimmed unsent: a full reconcile
+    // sends what they changed): the ranges of those Write records are moot.
+    void skip(std::size_t mirror, std::uint64_t through);
     // Current path of the node in SOURCE, if known and still that incarnation.
     std::optional<std::string> source_path(NodeKey key) const;
     // Whether the live map knows any incarnation of `ino` (if not, e.g. for records replayed

@@ -325,6 +325,26 @@ void Journal::trim(std::uint64_t acked) noexcept {
     }
 }
 
+std::uint64_t Journal::trim_to_size(std::uint64_t max_bytes) noexcept {
+    std::vector<std::string> doomed;
+    std::uint64_t dropped_through = 0;
+    {
+        std::lock_guard lock(mu_);
+        std::uint64_t total = 0;
+        for (const auto& s : segments_) total += s.durable_end;
+        while (segments_.size() > 1 && total > max_bytes) {
+            total -= segments_.front().durable_end;
+            dropped_through = segments_[1].first_seq - 1;
+            doomed.push_back(segments_.front().path);
+            segments_.erase(segments_.begin());
+        }
+    }
+    for (const auto& p : doomed) {
+        if (::unlink(p.c_str()) != 0) spdlog::warn("{}: cannot delete trimmed segment: {}", p, errstr(errno));
+    }
+    return dropped_through;
+}
+
 bool Journal::segment_info(std::uint64_t first_seq, std::uint64_t& end, std::uint64_t& next_first,
                            std::string& path) const {
     std::lock_guard lock(mu_);

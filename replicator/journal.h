@@ -73,6 +73,9 @@ public:
 
     // Deletes every segment whose records all have seq <= acked (never the active one).
     void trim(std::uint64_t acked) noexcept;
+    // Deletes the oldest segments (never the active one) while the journal holds more than
+    // `max_bytes`, acknowledged or not. Returns the highest seq deleted (0: none).
+    std::uint64_t trim_to_size(std::uint64_t max_bytes) noexcept;
 
     // Sequential reader of durable records with seq > `after`.
     class Reader {

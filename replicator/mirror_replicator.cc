@@ -845,6 +845,7 @@ Result<void> MirrorReplicator::session(MirrorConnection& conn) {
                     reconcile_checksum_ = true;
                 }
                 position_ = journal_.last_seq();
+                tracker_.skip(index_, position_);
                 reader = Journal::Reader(journal_, position_);
                 lookahead.reset();
                 continue;

@@ -92,6 +92,8 @@ struct Replicator::Impl {
     bool stopping = false;
     bool started = false;
     std::vector<std::uint64_t> saved_cursors;
+    std::vector<bool> behind_journal;  // cursor older than the journal at start: checksum reconcile
+    std::uint64_t overrun_warned_through = 0;  // journal_max: highest dropped seq already logged
     std::unique_ptr<OutsideChanges> outside;  // the fallback watcher's consumer
     std::unique_ptr<EchoHintSink> echo_sink;
 
@@ -122,6 +124,28 @@ struct Replicator::Impl {
         std::uint64_t saved_min = ~0ull;
         for (auto c : saved_cursors) saved_min = std::min(saved_min, c);
         if (!mirrors.empty()) journal->trim(std::min(min_acked, saved_min));
+        enforce_journal_max();
+    }
+
+    // A mirror down for long (or far slower than the writers) must not fill the disk that
+    // holds the state dir: once that happened the journal could not take records, and
+    // mutating FUSE ops would wait for it. Past journal_max the oldest segments go
+    // unsent; each mirror that still needed them finds its records gone when it reads on
+    // and reconciles the whole tree with checksums instead (its cursor on disk, older than
+    // the journal, does the same at the next mount).
+    void enforce_journal_max() {
+        if (options.journal_max == 0 || journal->stored_bytes() <= options.journal_max) return;
+        const std::uint64_t dropped = journal->trim_to_size(options.journal_max);
+        if (dropped <= overrun_warned_through) return;
+        for (const auto& m : mirrors) {
+            const std::uint64_t acked = m->acked_seq();
+            if (acked >= dropped) continue;
+            spdlog::warn("mirror {}: the journal in {} outgrew journal_max={} bytes; records {}..{} it has not "
+                         "acknowledged were dropped, so it will be reconciled in full (with checksums)",
+                         m->url(), options.state_dir, options.journal_max, std::max(acked + 1, overrun_warned_through + 1),
+                         dropped);
+        }
+        overrun_warned_through = dropped;
     }
 };
 
@@ -162,14 +186,21 @@ Result<std::unique_ptr<Replicator>> Replicator::create(ReplicatorOptions options
     std::uint64_t max_cursor = 0;
     for (const auto& m : options.mirrors) max_cursor = std::max(max_cursor, load_cursor(options.state_dir, m));
     bool fresh = false;
-    auto journal = Journal::open(options.state_dir, JournalOptions{.start_flusher = false});
+    // Segments are the unit of trimming: a cap holds at least four of them.
+    const std::uint64_t segment_bytes =
+        options.journal_max == 0 ? JournalOptions{}.segment_bytes
+                                 : std::min(JournalOptions{}.segment_bytes, options.journal_max / 4);
+    auto journal = Journal::open(options.state_dir,
+                                 JournalOptions{.segment_bytes = segment_bytes, .start_flusher = false});
     if (!journal) {
         spdlog::error("{}; discarding the journal and reconciling every mirror with checksums", journal.error().message);
         if (auto d = Journal::discard(options.state_dir); !d) return std::unexpected(d.error());
         impl->was_clean = false;
         fresh = true;
         journal = Journal::open(options.state_dir,
-                                JournalOptions{.min_next_seq = max_cursor + 1, .start_flusher = false});
+                                JournalOptions{.segment_bytes = segment_bytes,
+                                               .min_next_seq = max_cursor + 1,
+                                               .start_flusher = false});
         if (!journal) return std::unexpected(journal.error());
     }
     impl->journal = std::move(*journal);
@@ -193,7 +224,11 @@ Result<std::unique_ptr<Replicator>> Replicator::create(ReplicatorOptions options
         const std::string& url = options.mirrors[i];
         std::uint64_t cursor = fresh ? 0 : load_cursor(options.state_dir, url);
         if (cursor > impl->journal->last_seq()) cursor = 0;
-        if (cursor + 1 < impl->journal->first_seq()) {
+        const bool behind = cursor + 1 < impl->journal->first_seq();
+        // Records it never got are gone (journal_max): compare content too. A new mirror
+        // (no cursor yet) gets the usual size+mtime pass.
+        impl->behind_journal.push_back(behind && cursor > 0);
+        if (behind) {
             spdlog::warn("mirror {}: its cursor {} is older than the journal (starts at {}): full reconcile", url,
                          cursor, impl->journal->first_seq());
             cursor = impl->journal->first_seq() - 1;
@@ -264,7 +299,9 @@ Result<void> Replicator::start() {
     s.journal->start_flusher();
     // Before the initial reconcile: a change made outside the mount during it is reported.
     if (auto w = s.outside->start(s.source_dirfd, s.options.source); !w) return std::unexpected(w.error());
-    for (auto& m : s.mirrors) m->start(/*reconcile=*/true, /*checksum=*/!s.was_clean);
+    for (std::size_t i = 0; i < s.mirrors.size(); ++i) {
+        s.mirrors[i]->start(/*reconcile=*/true, /*checksum=*/!s.was_clean || s.behind_journal[i]);
+    }
     s.housekeeper = std::thread([&s] { s.housekeeping(); });
     s.started = true;
     spdlog::info("replicating {} to {} mirror(s); state {}", s.options.source, s.mirrors.size(), s.options.state_dir);
@@ -329,6 +366,7 @@ ctl::Fields Replicator::status() const {
     add("journal.durable_seq", s.journal->durable_seq());
     add("journal.first_seq", s.journal->first_seq());
     add("journal.bytes", s.journal->stored_bytes());
+    add("journal.max", s.options.journal_max);  // 0: no cap
     add("journal.error", s.journal->last_error());
     s.outside->add_status(f);
     add("mirrors", s.mirrors.size());

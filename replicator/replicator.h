@@ -36,6 +36,9 @@ struct ReplicatorOptions {
     std::string run_dir = protocol::control::kRunDir;  // where the mountpoint socket link goes
     MirrorConnector connector;          // empty: the native MirrorLink
     std::string watch = "auto";         // watch=off|auto|fanotify|inotify (docs/watcher.md)
+    // journal_max=SIZE: past it the oldest segments go even if a mirror still needs them;
+    // that mirror is then reconciled in full (docs/replication.md). 0: no cap.
+    std::uint64_t journal_max = 1ull << 30;
 };
 
 // Parses "a;b" lists and repeated options into one list, dropping empty items.

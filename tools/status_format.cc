@@ -127,7 +127,9 @@ std::string status_text(const protocol::control::Fields& fields) {
     out += "mountpoint " + get("mountpoint") + "\n";
     out += "state      " + get("state_dir") + (get("sync") == "true" ? "  (-o sync)" : "") + "\n";
     out += "journal    seq " + get("journal.last_seq") + " (durable " + get("journal.durable_seq") + "), " +
-           get("journal.bytes") + " bytes on disk\n";
+           get("journal.bytes") + " bytes on disk" +
+           (get("journal.max").empty() || get("journal.max") == "0" ? std::string() : " (cap " + get("journal.max") + ")") +
+           "\n";
     if (!get("journal.error").empty()) out += "           error: " + get("journal.error") + "\n";
     if (!get("watcher.mode").empty()) {
         out += "watcher    " + get("watcher.mode") +

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "tests/replicator/e2e_harness.h"
+#include "tests/support/eventually.h"
 
 namespace sfs::e2e {
 namespace {
@@ -83,6 +84,62 @@ TEST(E2eFault, FullMirrorDiskIsReportedAndConvergesAfterSpaceIsFreed) {
     }
     ::umount2(small.c_str(), MNT_DETACH);
     ::rmdir(small.c_str());
+}
+
+// A mirror down while the writers go on must not fill the disk of the state dir (then the
+// journal could take no records and writes through the mount would wait). Past
+// journal_max the oldest records go unsent and the mirror is reconciled in full when it
+// is back: while the mount runs (its sender finds the records gone) and after a remount
+// (its cursor is older than the journal).
+TEST(E2eFault, JournalOverItsCapDropsTheBacklogAndTheMirrorIsReconciled) {
+    Env env;
+    Syncfsd daemon(env);
+    const auto fill = [&](const std::string& dir, int n) {
+        ::mkdir((env.mnt + "/" + dir).c_str(), 0755);
+        for (int i = 0; i < n; ++i) {
+            const std::string f = env.mnt + "/" + dir + "/a-file-with-a-rather-long-name-" + std::to_string(i);
+            write_file(f, std::to_string(i));
+            ::chmod(f.c_str(), 0600 + i % 2 * 040);
+        }
+    };
+    const auto journal_bytes = [](const Mount& m) {
+        const std::string v = status_field(m, "bytes");
+        return v.empty() ? ~0ull : std::stoull(v);
+    };
+    {
+        Mount mount(env, "journal_max=256K");
+        write_file(env.mnt + "/kept", "before\n");
+        write_file(env.mnt + "/renamed", "to be renamed\n");
+        write_file(env.mnt + "/deleted", "to be deleted\n");
+        ASSERT_EQ(mount.wait().status, 0) << mount.log();
+        EXPECT_EQ(status_field(mount, "max"), "262144");
+
+        daemon.kill9();
+        fill("down1", 3000);
+        ASSERT_EQ(::rename((env.mnt + "/renamed").c_str(), (env.mnt + "/now-renamed").c_str()), 0);
+        ASSERT_EQ(::unlink((env.mnt + "/deleted").c_str()), 0);
+        // The cap holds (trimming runs every 200 ms; the active segment is a quarter of it).
+        EXPECT_TRUE(testsupport::eventually([&] { return journal_bytes(mount) <= 320u << 10; }))
+            << mount.status_json();
+        EXPECT_NE(mount.log().find("outgrew journal_max=262144"), std::string::npos) << mount.log();
+
+        daemon.start();
+        auto w = mount.wait(120);
+        EXPECT_EQ(w.status, 0) << w.output << mount.log();
+        EXPECT_EQ(env.diff(), "");
+        EXPECT_NE(mount.log().find("reconciling the whole tree"), std::string::npos) << mount.log();
+
+        daemon.kill9();
+        fill("down2", 3000);
+        EXPECT_TRUE(testsupport::eventually([&] { return journal_bytes(mount) <= 320u << 10; }))
+            << mount.status_json();
+    }  // unmounted with the mirror down: the backlog it still needs is gone
+    daemon.start();
+    Mount again(env, "journal_max=256K");
+    auto w = again.wait(120);
+    EXPECT_EQ(w.status, 0) << w.output << again.log();
+    EXPECT_EQ(env.diff(), "");
+    EXPECT_NE(again.log().find("is older than the journal"), std::string::npos) << again.log();
 }
 
 // A network partition: the test moves itself (and so the daemon and the mount it starts) into

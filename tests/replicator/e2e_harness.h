@@ -225,4 +225,15 @@ private:
     pid_t pid_ = -1;
 };
 
+// One field of `syncfsctl status --json` ("" when absent); the first occurrence, so for a
+// per-mirror field the first mirror's.
+inline std::string status_field(const Mount& m, const std::string& key) {
+    const std::string j = m.status_json();
+    const auto k = j.find("\"" + key + "\": ");
+    if (k == std::string::npos) return {};
+    auto v = j.substr(k + key.size() + 4);
+    if (!v.empty() && v[0] == '"') return v.substr(1, v.find('"', 1) - 1);
+    return v.substr(0, v.find_first_of(",\n}"));
+}
+
 }  // namespace sfs::e2e

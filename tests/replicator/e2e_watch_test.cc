@@ -18,15 +18,6 @@ namespace {
 
 using testsupport::eventually;
 
-std::string status_field(const Mount& m, const std::string& key) {
-    const std::string j = m.status_json();
-    const auto k = j.find("\"" + key + "\": ");
-    if (k == std::string::npos) return {};
-    auto v = j.substr(k + key.size() + 4);
-    if (!v.empty() && v[0] == '"') return v.substr(1, v.find('"', 1) - 1);
-    return v.substr(0, v.find_first_of(",\n}"));
-}
-
 class E2eWatch : public ::testing::TestWithParam<std::string> {
 protected:
     std::string opts() const { return "watch=" + GetParam(); }

@@ -253,6 +253,35 @@ TEST(Journal, TrimDeletesOnlySegmentsBelowTheCursor) {
     EXPECT_EQ((*j2)->append(make_record(1)), 201u);
 }
 
+// journal_max: the oldest segments go, acknowledged or not, until the size fits; the
+// active segment always stays, and what is left is contiguous.
+TEST(Journal, TrimToSizeDropsTheOldestSegmentsOnly) {
+    TempDir dir;
+    auto j = Journal::open(dir.path, {.segment_bytes = 2048});
+    ASSERT_TRUE(j);
+    for (std::uint64_t i = 1; i <= 300; ++i) {
+        (*j)->append(make_record(i));
+        if (i % 10 == 0) {
+            ASSERT_TRUE((*j)->wait_durable(i, 10s));  // a segment rotates between batches
+        }
+    }
+    const std::uint64_t total = (*j)->stored_bytes();
+    ASSERT_GT(total, 8192u);
+    EXPECT_EQ((*j)->trim_to_size(total), 0u);  // fits already
+    const std::uint64_t dropped = (*j)->trim_to_size(6000);
+    EXPECT_GT(dropped, 0u);
+    EXPECT_LE((*j)->stored_bytes(), 6000u);
+    EXPECT_EQ((*j)->first_seq(), dropped + 1);
+    auto recs = read_all(**j, dropped);
+    ASSERT_EQ(recs.size(), 300 - dropped);
+    EXPECT_EQ(recs.back().seq, 300u);
+    Journal::Reader behind(**j, dropped - 1);
+    DecodedRecord rec;
+    EXPECT_FALSE(behind.next(rec).has_value());  // a reader behind the cut is told, not skipped
+    EXPECT_GT((*j)->trim_to_size(0), dropped);   // down to the active segment, never below
+    EXPECT_EQ(segment_files(dir.path).size(), 1u);
+}
+
 TEST(Journal, EmptyJournalStartsAfterMinNextSeq) {
     TempDir dir;
     ASSERT_TRUE(Journal::discard(dir.path));
