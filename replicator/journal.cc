@@ -22,6 +22,10 @@ constexpr char kSuffix[] = ".log";
 // long before it writes, unless the buffer is this big already.
 constexpr auto kCommitWindow = std::chrono::microseconds(1000);
 constexpr std::size_t kCommitWindowBytes = 256u << 10;
+// A batch is written and made durable in chunks of about this size, cut at record
+// boundaries as records are appended: a backlog that piled up while the disk was full
+// must not be one write larger than the space freed for it.
+constexpr std::size_t kChunkBytes = 256u << 10;
 
 std::string errstr(int e) { return std::strerror(e); }
 
@@ -188,9 +192,16 @@ std::uint64_t Journal::append(const fs::ChangeRecord& record, std::uint64_t epoc
     space_cv_.wait(lock, [&] { return buffer_.size() < options_.max_buffer_bytes || stop_; });
     const std::uint64_t seq = next_seq_++;
     const bool was_empty = buffer_.empty();
-    if (was_empty) buffer_first_seq_ = seq;
+    if (was_empty) {
+        buffer_first_seq_ = seq;
+        last_cut_ = 0;
+    }
     try {
         encode_record(seq, record, epoch, buffer_);
+        if (buffer_.size() - last_cut_ >= kChunkBytes) {
+            cuts_.push_back(Cut{buffer_.size(), seq});
+            last_cut_ = buffer_.size();
+        }
     } catch (...) {
         // Out of memory: nothing sane is left to do for a write-ahead log.
         spdlog::critical("journal {}: cannot buffer record {}", dir_, seq);
@@ -205,6 +216,7 @@ std::uint64_t Journal::append(const fs::ChangeRecord& record, std::uint64_t epoc
 
 void Journal::flusher_loop() {
     std::string batch;
+    std::vector<Cut> cuts;
     auto last_flush = std::chrono::steady_clock::time_point();
     for (;;) {
         std::uint64_t first = 0, last = 0;
@@ -224,59 +236,97 @@ void Journal::flusher_loop() {
             }
             batch.clear();
             batch.swap(buffer_);
+            cuts.clear();
+            cuts.swap(cuts_);
             first = buffer_first_seq_;
             last = next_seq_ - 1;
         }
         space_cv_.notify_all();
-        if (active_size_ >= options_.segment_bytes) {
-            for (;;) {
-                auto r = open_segment(first);
-                if (r) break;
-                { std::lock_guard lock(mu_); last_error_ = r.error().message; }
-                spdlog::error("{}", r.error().message);
-                std::this_thread::sleep_for(std::chrono::seconds(1));
-            }
+        if (cuts.empty() || cuts.back().end != batch.size()) cuts.push_back(Cut{batch.size(), last});
+        std::size_t begin = 0;
+        for (const Cut& cut : cuts) {
+            if (!write_chunk(std::string_view(batch).substr(begin, cut.end - begin), first, cut.last_seq)) return;
+            begin = cut.end;
+            first = cut.last_seq + 1;
         }
-        // Write + fdatasync, retrying on errors (ENOSPC, EIO): the records stay in `batch`.
-        // A failed attempt is undone by cutting the segment back to its durable end and the
-        // whole batch is written again. Continuing from where it stopped would be wrong after
-        // a failed fdatasync: the kernel may have dropped the dirty pages and marked them
-        // clean, so a second fdatasync succeeds without the data ever reaching the disk.
-        std::size_t done = 0;
-        std::string path;
-        {
-            std::lock_guard lock(mu_);
-            path = segments_.back().path;
-        }
-        for (int attempt = 0;; ++attempt) {
-            bool ok = true;
-            if (attempt > 0) {
-                done = 0;
-                if (::ftruncate(active_fd_.get(), static_cast<off_t>(active_size_)) != 0) ok = false;
-            }
-            while (ok && done < batch.size()) {
-                ssize_t n = ::write(active_fd_.get(), batch.data() + done, batch.size() - done);
-                if (n < 0 && errno == EINTR) continue;
-                if (n < 0) { ok = false; break; }
-                done += static_cast<std::size_t>(n);
-            }
-            if (ok && ::fdatasync(active_fd_.get()) != 0) ok = false;
-            if (ok) break;
-            std::string msg = path + ": journal write failed: " + errstr(errno) + " (retrying)";
-            spdlog::error("{}", msg);
-            { std::lock_guard lock(mu_); last_error_ = msg; }
+        last_flush = std::chrono::steady_clock::now();
+    }
+}
+
+bool Journal::write_chunk(std::string_view chunk, std::uint64_t first, std::uint64_t last) {
+    // Stopping while the disk refuses the records: retrying forever would hang the unmount.
+    // What is not durable is lost from the journal only: no clean marker is written, so the
+    // next mount reconciles the whole tree with checksums.
+    const auto give_up = [&] {
+        std::lock_guard lock(mu_);
+        if (!stop_) return false;
+        spdlog::error("journal {}: records {}..{} could not be written at stop; the next mount reconciles "
+                      "every mirror in full",
+                      dir_, first, next_seq_ - 1);
+        return true;
+    };
+    if (active_size_ >= options_.segment_bytes) {
+        for (;;) {
+            auto r = open_segment(first);
+            if (r) break;
+            if (r.error().code == ENOSPC || r.error().code == EDQUOT) out_of_space_.store(true);
+            { std::lock_guard lock(mu_); last_error_ = r.error().message; }
+            spdlog::error("{}", r.error().message);
+            if (give_up()) return false;
             std::this_thread::sleep_for(std::chrono::seconds(1));
         }
-        active_size_ += batch.size();
-        last_flush = std::chrono::steady_clock::now();
-        {
-            std::lock_guard lock(mu_);
-            durable_seq_ = last;
-            segments_.back().durable_end = active_size_;
-            last_error_.clear();
-        }
-        durable_cv_.notify_all();
     }
+    // Write + fdatasync, retrying on errors (ENOSPC, EIO): the records stay in the batch.
+    // A failed attempt is undone by cutting the segment back to its durable end and the
+    // whole chunk is written again. Continuing from where it stopped would be wrong after
+    // a failed fdatasync: the kernel may have dropped the dirty pages and marked them
+    // clean, so a second fdatasync succeeds without the data ever reaching the disk.
+    std::string path;
+    {
+        std::lock_guard lock(mu_);
+        path = segments_.back().path;
+    }
+    for (int attempt = 0;; ++attempt) {
+        int err = 0;
+        if (attempt > 0 && ::ftruncate(active_fd_.get(), static_cast<off_t>(active_size_)) != 0) err = errno;
+        for (std::size_t done = 0; err == 0 && done < chunk.size();) {
+            ssize_t n = ::write(active_fd_.get(), chunk.data() + done, chunk.size() - done);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) {
+                err = errno;
+                break;
+            }
+            done += static_cast<std::size_t>(n);
+        }
+        if (err == 0 && ::fdatasync(active_fd_.get()) != 0) err = errno;
+        if (err == 0) break;
+        std::string msg = path + ": journal write failed: " + errstr(err) + " (retrying)";
+        spdlog::error("{}", msg);
+        { std::lock_guard lock(mu_); last_error_ = msg; }
+        if (give_up()) return false;
+        if (err == ENOSPC || err == EDQUOT) {
+            out_of_space_.store(true);
+            // The chunk moves to a segment of its own (once the failed attempt is cut off
+            // the old one), so that every older segment may be deleted to free the space
+            // (Replicator: journal_max). Creating the file may fail too: then retry here.
+            if (active_size_ > 0 && ::ftruncate(active_fd_.get(), static_cast<off_t>(active_size_)) == 0 &&
+                open_segment(first)) {
+                std::lock_guard lock(mu_);
+                path = segments_.back().path;
+            }
+        }
+        std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
+    out_of_space_.store(false);
+    active_size_ += chunk.size();
+    {
+        std::lock_guard lock(mu_);
+        durable_seq_ = last;
+        segments_.back().durable_end = active_size_;
+        last_error_.clear();
+    }
+    durable_cv_.notify_all();
+    return true;
 }
 
 std::uint64_t Journal::last_seq() const noexcept {

@@ -13,12 +13,14 @@
 // Lock order: Journal::mu_ is a leaf (no other lock is taken while holding it).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -66,6 +68,9 @@ public:
     std::uint64_t first_seq() const noexcept;    // lowest seq still stored
     const ReplayStats& replay_stats() const noexcept { return replay_; }
     std::string last_error() const;              // last I/O error of the flusher, "" if none
+    // The flusher's last attempt failed for want of space (ENOSPC, EDQUOT): records wait in
+    // memory, and mutating FUSE ops will wait once the buffer is full, until space is freed.
+    bool out_of_space() const noexcept { return out_of_space_.load(); }
     std::uint64_t stored_bytes() const noexcept;  // bytes in all segments
 
     // Blocks until durable_seq() >= seq or the timeout passes. Returns whether it is durable.
@@ -106,6 +111,9 @@ private:
     Journal(std::string dir, JournalOptions options) : dir_(std::move(dir)), options_(options) {}
     Result<void> replay();
     void flusher_loop();
+    // Writes records first..last (`chunk`) at the end of the active segment and makes them
+    // durable, retrying until it works; false only when stopping while it cannot.
+    bool write_chunk(std::string_view chunk, std::uint64_t first, std::uint64_t last);
     Result<void> open_segment(std::uint64_t first_seq);  // creates + fsyncs the directory
     std::string segment_path(std::uint64_t first_seq) const;
     // Durable end of the segment starting at first_seq and the first seq of the next
@@ -123,11 +131,18 @@ private:
     std::condition_variable space_cv_;            // buffer drained
     std::string buffer_;
     std::uint64_t buffer_first_seq_ = 0;
+    struct Cut {
+        std::size_t end;        // offset in the buffer just after record last_seq
+        std::uint64_t last_seq;
+    };
+    std::vector<Cut> cuts_;     // record boundaries about every kChunkBytes of buffer_
+    std::size_t last_cut_ = 0;
     std::uint64_t next_seq_ = 1;
     std::uint64_t durable_seq_ = 0;
     std::vector<Segment> segments_;  // sorted by first_seq; back() is active
     std::string last_error_;
     bool stop_ = false;
+    std::atomic<bool> out_of_space_{false};
 
     UniqueFd active_fd_;          // only the flusher writes through it after open()
     std::uint64_t active_size_ = 0;

@@ -125,10 +125,13 @@ void MirrorReplicator::run() {
                 bool reader_told = false;
                 {
                     std::lock_guard lock(mu_);
-                    reader_told = reader_failed_ && !status_.last_error.empty();
+                    reader_told = reader_failed_ && !status_.last_error.empty() &&
+                                  !(r.error().code == ETIMEDOUT && reader_error_code_ != ETIMEDOUT);
                 }
                 // When the reader saw the connection fail, its error (already in status) is
-                // the cause; the session's "connection lost" is only the consequence.
+                // the cause; the session's "connection lost" is only the consequence. Except
+                // a timeout: after TCP_USER_TIMEOUT aborts the socket, whichever side reads
+                // the error first gets ETIMEDOUT and the other sees the connection closed.
                 if (reader_told) {
                     spdlog::error("mirror {}: {}", options_.url, r.error().message);
                     std::lock_guard lock(mu_);
@@ -178,6 +181,7 @@ void MirrorReplicator::reader_loop(MirrorConnection& conn) {
         if (!msg) {
             const bool report = !stop_ && !reader_failed_ && !closing_;
             if (report) {
+                reader_error_code_ = msg.error().code;
                 status_.last_error = msg.error().message;
                 status_.last_error_unix_ms = static_cast<std::int64_t>(now_unix_ms());
             }

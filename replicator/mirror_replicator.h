@@ -235,6 +235,7 @@ private:
     std::uint64_t durable_barrier_id_ = 0, durable_barrier_position_ = 0;
     bool connected_ = false;
     bool reader_failed_ = false;
+    int reader_error_code_ = 0;  // errno of the reader's failure (ECONNRESET: closed by the peer)
     bool closing_ = false;        // run() is shutting the connection down: the reader's error is ours
     bool reconcile_wanted_ = false;
     bool reconcile_checksum_ = false;

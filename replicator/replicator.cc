@@ -129,21 +129,25 @@ struct Replicator::Impl {
 
     // A mirror down for long (or far slower than the writers) must not fill the disk that
     // holds the state dir: once that happened the journal could not take records, and
-    // mutating FUSE ops would wait for it. Past journal_max the oldest segments go
-    // unsent; each mirror that still needed them finds its records gone when it reads on
-    // and reconciles the whole tree with checksums instead (its cursor on disk, older than
-    // the journal, does the same at the next mount).
+    // mutating FUSE ops would wait for it. Past journal_max, or when the journal cannot be
+    // written for want of space, the oldest segments go unsent; each mirror that still
+    // needed them finds its records gone when it reads on and reconciles the whole tree
+    // with checksums instead (its cursor on disk, older than the journal, does the same at
+    // the next mount).
     void enforce_journal_max() {
-        if (options.journal_max == 0 || journal->stored_bytes() <= options.journal_max) return;
-        const std::uint64_t dropped = journal->trim_to_size(options.journal_max);
+        const bool full = journal->out_of_space();
+        if (!full && (options.journal_max == 0 || journal->stored_bytes() <= options.journal_max)) return;
+        const std::uint64_t dropped = journal->trim_to_size(full ? 0 : options.journal_max);
         if (dropped <= overrun_warned_through) return;
+        const std::string why = full ? fmt::format("the disk of {} is full", options.state_dir)
+                                     : fmt::format("the journal in {} outgrew journal_max={} bytes",
+                                                   options.state_dir, options.journal_max);
         for (const auto& m : mirrors) {
             const std::uint64_t acked = m->acked_seq();
             if (acked >= dropped) continue;
-            spdlog::warn("mirror {}: the journal in {} outgrew journal_max={} bytes; records {}..{} it has not "
-                         "acknowledged were dropped, so it will be reconciled in full (with checksums)",
-                         m->url(), options.state_dir, options.journal_max, std::max(acked + 1, overrun_warned_through + 1),
-                         dropped);
+            spdlog::warn("mirror {}: {}; records {}..{} it has not acknowledged were dropped, so it will be "
+                         "reconciled in full (with checksums)",
+                         m->url(), why, std::max(acked + 1, overrun_warned_through + 1), dropped);
         }
         overrun_warned_through = dropped;
     }
@@ -338,7 +342,10 @@ void Replicator::stop(bool clean) {
     for (auto& m : s.mirrors) m->stop();
     if (s.housekeeper.joinable()) s.housekeeper.join();
     const std::uint64_t last = s.journal->last_seq();
-    const bool flushed = s.started && s.journal->wait_durable(last, std::chrono::seconds(30));
+    // A journal that cannot be written for want of space gets a short wait only: the
+    // unmount must not hang on it (without the clean marker the next mount reconciles).
+    const auto flush_wait = s.journal->out_of_space() ? std::chrono::seconds(3) : std::chrono::seconds(30);
+    const bool flushed = s.started && s.journal->wait_durable(last, flush_wait);
     if (!s.mirrors.empty()) s.save_cursors_and_trim();
     if (clean && flushed) {
         if (auto r = write_clean_marker(s.options.state_dir); !r) spdlog::error("{}", r.error().message);

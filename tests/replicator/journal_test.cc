@@ -282,6 +282,25 @@ TEST(Journal, TrimToSizeDropsTheOldestSegmentsOnly) {
     EXPECT_EQ(segment_files(dir.path).size(), 1u);
 }
 
+// A batch far larger than a chunk (records appended while the flusher was busy) is written
+// in chunks at record boundaries, across segment rotations, and replays whole and in order.
+TEST(Journal, LargeBatchIsWrittenInChunksAndReplaysInOrder) {
+    TempDir dir;
+    {
+        auto j = Journal::open(dir.path, {.segment_bytes = 300u << 10, .start_flusher = false});
+        ASSERT_TRUE(j);
+        for (std::uint64_t i = 1; i <= 20000; ++i) (*j)->append(make_record(i));
+        (*j)->start_flusher();  // one batch of every record
+        ASSERT_TRUE((*j)->wait_durable(20000, 30s));
+        EXPECT_GT(segment_files(dir.path).size(), 2u) << "chunks let a batch span segments";
+    }
+    auto j = Journal::open(dir.path);
+    ASSERT_TRUE(j) << j.error().message;
+    auto recs = read_all(**j);
+    ASSERT_EQ(recs.size(), 20000u);
+    for (std::size_t i = 0; i < recs.size(); ++i) ASSERT_EQ(recs[i].seq, i + 1);
+}
+
 TEST(Journal, EmptyJournalStartsAfterMinNextSeq) {
     TempDir dir;
     ASSERT_TRUE(Journal::discard(dir.path));
