@@ -86,6 +86,11 @@ void MirrorReplicator::set_error(const std::string& message) {
     ++status_.errors;
 }
 
+bool MirrorReplicator::raced_with_reconcile(std::uint64_t record, int err) const {
+    const bool namespace_conflict = err == EEXIST || err == ENOENT || err == ENOTEMPTY || err == ENOTDIR;
+    return namespace_conflict && record > raced_after_ && record <= raced_through_;
+}
+
 void MirrorReplicator::set_state(const char* state) {
     std::lock_guard lock(mu_);
     status_.state = state;
@@ -205,6 +210,13 @@ void MirrorReplicator::reader_loop(MirrorConnection& conn) {
                             inflight_.pop_front();
                         }
                         if (settle_seq_ <= cum_ack_) settled_ = std::max(settled_, settle_position_);
+                    } else if (raced_with_reconcile(m.seq >> kSubSeqBits, m.err)) {
+                        // Not an error: the walk already sent the newer tree; a quick pass
+                        // follows (and would report anything still different).
+                        reconcile_wanted_ = true;
+                        spdlog::info("mirror {}: op {} of a change made during the reconcile walk: {} "
+                                     "(expected, the walk sent the newer tree; checking again)",
+                                     options_.url, m.seq, m.message.empty() ? std::strerror(m.err) : m.message);
                     } else {
                         ++op_errors_in_pass_;
                         ++status_.errors;
@@ -908,7 +920,13 @@ Result<void> MirrorReplicator::session(MirrorConnection& conn) {
         }
         if (do_reconcile) {
             const std::uint64_t journal_before = journal_.last_seq();
+            const std::uint64_t sent_before = position_;  // records after it are replayed after the walk
             auto r = reconcile_tree(*this, source_dirfd_, options_.excludes, checksum, lists_xattrs());
+            {
+                std::lock_guard lock(mu_);
+                raced_after_ = sent_before;
+                raced_through_ = journal_.last_seq();
+            }
             if (!r) {
                 std::lock_guard lock(mu_);
                 reconcile_wanted_ = true;

@@ -234,6 +234,9 @@ private:
     std::uint64_t durable_wanted_ = 0;
     std::uint64_t durable_barrier_id_ = 0, durable_barrier_position_ = 0;
     bool connected_ = false;
+    // mu_ held: an op of `record` failed with `err` only because the record raced with the
+    // last reconcile walk (see raced_after_).
+    bool raced_with_reconcile(std::uint64_t record, int err) const;
     bool reader_failed_ = false;
     int reader_error_code_ = 0;  // errno of the reader's failure (ECONNRESET: closed by the peer)
     bool closing_ = false;        // run() is shutting the connection down: the reader's error is ours
@@ -242,6 +245,11 @@ private:
     std::chrono::steady_clock::time_point reconcile_not_before_{};
     int reconcile_failures_ = 0;
     std::uint64_t op_errors_in_pass_ = 0;
+    // Journal records not yet sent when the last reconcile began walking SOURCE, up to the
+    // last one made before it ended: (raced_after_, raced_through_]. Replayed after the
+    // pass over a mirror that already has the newer tree, their namespace ops may fail
+    // harmlessly (EEXIST, ENOENT...); the quick pass that follows repairs.
+    std::uint64_t raced_after_ = 0, raced_through_ = 0;
     std::deque<std::shared_ptr<Query>> queries_;
     MirrorStatus status_;
     std::chrono::steady_clock::time_point behind_since_{};
