@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <string>
+#include <utility>
 #include <vector>
 
 namespace sfs::tools {
@@ -91,6 +93,16 @@ std::string ago(const std::string& unix_ms) {
     return b;
 }
 
+// The journal cap as the mount option spells it ("journal_max=1G"), "" when there is none.
+std::string journal_cap(const std::string& bytes) {
+    if (!is_integer(bytes) || bytes == "0") return {};
+    const unsigned long long n = std::stoull(bytes);
+    for (auto [shift, suffix] : {std::pair{30, "G"}, {20, "M"}, {10, "K"}}) {
+        if (n % (1ull << shift) == 0) return " (cap journal_max=" + std::to_string(n >> shift) + suffix + ")";
+    }
+    return " (cap journal_max=" + bytes + ")";
+}
+
 }  // namespace
 
 std::string status_json(const protocol::control::Fields& fields) {
@@ -127,9 +139,7 @@ std::string status_text(const protocol::control::Fields& fields) {
     out += "mountpoint " + get("mountpoint") + "\n";
     out += "state      " + get("state_dir") + (get("sync") == "true" ? "  (-o sync)" : "") + "\n";
     out += "journal    seq " + get("journal.last_seq") + " (durable " + get("journal.durable_seq") + "), " +
-           get("journal.bytes") + " bytes on disk" +
-           (get("journal.max").empty() || get("journal.max") == "0" ? std::string() : " (cap " + get("journal.max") + ")") +
-           "\n";
+           get("journal.bytes") + " bytes on disk" + journal_cap(get("journal.max")) + "\n";
     if (!get("journal.error").empty()) out += "           error: " + get("journal.error") + "\n";
     if (!get("watcher.mode").empty()) {
         out += "watcher    " + get("watcher.mode") +

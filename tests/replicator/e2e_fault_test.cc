@@ -113,6 +113,8 @@ TEST(E2eFault, JournalOverItsCapDropsTheBacklogAndTheMirrorIsReconciled) {
         write_file(env.mnt + "/deleted", "to be deleted\n");
         ASSERT_EQ(mount.wait().status, 0) << mount.log();
         EXPECT_EQ(status_field(mount, "max"), "262144");
+        const std::string text = sh(std::string(SYNCFSCTL) + " status " + env.mnt).output;
+        EXPECT_NE(text.find("bytes on disk (cap journal_max=256K)"), std::string::npos) << text;
 
         daemon.kill9();
         fill("down1", 3000);
