@@ -307,10 +307,12 @@ bool Journal::write_chunk(std::string_view chunk, std::uint64_t first, std::uint
         if (err == ENOSPC || err == EDQUOT) {
             out_of_space_.store(true);
             // The chunk moves to a segment of its own (once the failed attempt is cut off
-            // the old one), so that every older segment may be deleted to free the space
-            // (Replicator: journal_max). Creating the file may fail too: then retry here.
+            // the old one, durably: records past its end in a segment that is no longer the
+            // last would be corruption at replay), so that every older segment may be
+            // deleted to free the space (Replicator: journal_max). Creating the file may
+            // fail too: then retry here.
             if (active_size_ > 0 && ::ftruncate(active_fd_.get(), static_cast<off_t>(active_size_)) == 0 &&
-                open_segment(first)) {
+                ::fdatasync(active_fd_.get()) == 0 && open_segment(first)) {
                 std::lock_guard lock(mu_);
                 path = segments_.back().path;
             }

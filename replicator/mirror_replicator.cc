@@ -86,9 +86,11 @@ void MirrorReplicator::set_error(const std::string& message) {
     ++status_.errors;
 }
 
-bool MirrorReplicator::raced_with_reconcile(std::uint64_t record, int err) const {
+bool MirrorReplicator::raced_with_reconcile(std::uint64_t op_seq, int err) const {
     const bool namespace_conflict = err == EEXIST || err == ENOENT || err == ENOTEMPTY || err == ENOTDIR;
-    return namespace_conflict && record > raced_after_ && record <= raced_through_;
+    const std::uint64_t record = op_seq >> kSubSeqBits;
+    return namespace_conflict && record > raced_after_ && record <= raced_through_ && op_seq > raced_ops_after_ &&
+           op_seq <= raced_ops_until_;
 }
 
 void MirrorReplicator::set_state(const char* state) {
@@ -115,6 +117,7 @@ void MirrorReplicator::run() {
                 conn_ = conn->get();
                 connected_ = true;
                 reader_failed_ = false;
+                reader_error_code_ = 0;
                 closing_ = false;
                 status_.connected = true;
                 cum_ack_ = std::max(cum_ack_, (*conn)->hello().applied_seq);
@@ -210,10 +213,10 @@ void MirrorReplicator::reader_loop(MirrorConnection& conn) {
                             inflight_.pop_front();
                         }
                         if (settle_seq_ <= cum_ack_) settled_ = std::max(settled_, settle_position_);
-                    } else if (raced_with_reconcile(m.seq >> kSubSeqBits, m.err)) {
-                        // Not an error: the walk already sent the newer tree; a quick pass
-                        // follows (and would report anything still different).
-                        reconcile_wanted_ = true;
+                    } else if (raced_with_reconcile(m.seq, m.err)) {
+                        // Not an error: the walk already sent the newer tree. The quick pass
+                        // that a walk with racing changes always gets (bounded, see the
+                        // judging of a pass) reports anything still different.
                         spdlog::info("mirror {}: op {} of a change made during the reconcile walk: {} "
                                      "(expected, the walk sent the newer tree; checking again)",
                                      options_.url, m.seq, m.message.empty() ? std::strerror(m.err) : m.message);
@@ -859,6 +862,9 @@ Result<void> MirrorReplicator::session(MirrorConnection& conn) {
                     std::lock_guard lock(mu_);
                     reconcile_wanted_ = true;
                     reconcile_checksum_ = true;
+                    // Until that pass succeeded the saved cursor stays before the gap, so a
+                    // remount (even after a clean stop) still reconciles with checksums.
+                    cursor_hold_ = std::min(cursor_hold_, acked_);
                 }
                 position_ = journal_.last_seq();
                 tracker_.skip(index_, position_);
@@ -921,11 +927,18 @@ Result<void> MirrorReplicator::session(MirrorConnection& conn) {
         if (do_reconcile) {
             const std::uint64_t journal_before = journal_.last_seq();
             const std::uint64_t sent_before = position_;  // records after it are replayed after the walk
+            {
+                // The ops of this walk are its own: a failure of theirs is never "raced".
+                std::lock_guard lock(mu_);
+                raced_ops_until_ = last_sent_seq_;
+            }
             auto r = reconcile_tree(*this, source_dirfd_, options_.excludes, checksum, lists_xattrs());
             {
                 std::lock_guard lock(mu_);
                 raced_after_ = sent_before;
                 raced_through_ = journal_.last_seq();
+                raced_ops_after_ = last_sent_seq_;
+                raced_ops_until_ = ~0ull;
             }
             if (!r) {
                 std::lock_guard lock(mu_);
@@ -947,6 +960,7 @@ Result<void> MirrorReplicator::session(MirrorConnection& conn) {
                 } else {
                     reconcile_failures_ = 0;
                     reconcile_checksum_ = false;
+                    if (checksum) cursor_hold_ = ~0ull;  // what the dropped records changed is on the mirror
                     // Changes that raced with the walk are replayed next; a second quick pass
                     // repairs what a replay over a newer tree could get wrong.
                     if (journal_.last_seq() != journal_before && passes_in_a_row < 2) {
@@ -1008,7 +1022,7 @@ MirrorStatus MirrorReplicator::status() const {
 
 std::uint64_t MirrorReplicator::acked_seq() const {
     std::lock_guard lock(mu_);
-    return acked_;
+    return std::min(acked_, cursor_hold_);
 }
 
 bool MirrorReplicator::wait_settled(std::uint64_t seq, Clock::time_point deadline) {

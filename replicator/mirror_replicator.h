@@ -121,6 +121,8 @@ public:
     void stop();  // joins; unacked records stay in the journal
 
     MirrorStatus status() const;
+    // The cursor to save: the highest record acknowledged, held before a gap of trimmed
+    // records until a checksum pass made up for it.
     std::uint64_t acked_seq() const;
     // Everything journaled up to `seq` is on the mirror, directory times included, and no
     // reconcile is pending. Returns false on timeout.
@@ -234,9 +236,9 @@ private:
     std::uint64_t durable_wanted_ = 0;
     std::uint64_t durable_barrier_id_ = 0, durable_barrier_position_ = 0;
     bool connected_ = false;
-    // mu_ held: an op of `record` failed with `err` only because the record raced with the
-    // last reconcile walk (see raced_after_).
-    bool raced_with_reconcile(std::uint64_t record, int err) const;
+    // mu_ held: op `op_seq` failed with `err` only because its record raced with the last
+    // reconcile walk (see raced_after_).
+    bool raced_with_reconcile(std::uint64_t op_seq, int err) const;
     bool reader_failed_ = false;
     int reader_error_code_ = 0;  // errno of the reader's failure (ECONNRESET: closed by the peer)
     bool closing_ = false;        // run() is shutting the connection down: the reader's error is ours
@@ -250,6 +252,11 @@ private:
     // pass over a mirror that already has the newer tree, their namespace ops may fail
     // harmlessly (EEXIST, ENOENT...); the quick pass that follows repairs.
     std::uint64_t raced_after_ = 0, raced_through_ = 0;
+    // ...and only ops sent after that walk's own ops, before the next walk began.
+    std::uint64_t raced_ops_after_ = 0, raced_ops_until_ = 0;
+    // After records this mirror still needed were trimmed (journal_max, disk full): the
+    // cursor reported for saving stays at most here until a checksum pass succeeded.
+    std::uint64_t cursor_hold_ = ~0ull;
     std::deque<std::shared_ptr<Query>> queries_;
     MirrorStatus status_;
     std::chrono::steady_clock::time_point behind_since_{};

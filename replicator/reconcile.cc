@@ -168,7 +168,8 @@ public:
         ch_.progress("reconcile: done, " + std::to_string(total) + " entries checked, " + std::to_string(changed_) +
                      " changed, " + std::to_string(deleted) + " deleted, " + std::to_string(bytes_) +
                      " bytes of content sent in " + std::to_string(secs.count()) + " ms" +
-                     (errors_ ? ", " + std::to_string(errors_) + " unreadable in SOURCE" : ""));
+                     (errors_ ? ", " + std::to_string(errors_) + " unreadable in SOURCE" : "") +
+                     (vanished_ ? ", " + std::to_string(vanished_) + " changed meanwhile" : ""));
         if (errors_) return fail(std::to_string(errors_) + " entries of SOURCE could not be read");
         return {};
     }
@@ -354,8 +355,23 @@ public:
             if (!r) {
                 if (r.error().code == ENOTCONN) return lost(r);
                 // One file that cannot be read (vanished, permission) does not stop the pass.
-                spdlog::warn("reconcile: '{}': {}", e.path, r.error().message);
-                ++errors_;
+                // Vanished since the walk listed it (renamed or deleted meanwhile, like rsync's
+                // "file has vanished"), or written to while it was sent, is no error: the
+                // change that did it is journaled (through the mount, or by the watcher) and
+                // replayed after the pass, which a quick pass then checks. Only a path that
+                // is really gone counts as vanished.
+                struct stat now;
+                const bool raced = r.error().code == EAGAIN ||
+                                   (::fstatat(source_, e.path.empty() ? "." : e.path.c_str(), &now,
+                                              AT_SYMLINK_NOFOLLOW) != 0 &&
+                                    (errno == ENOENT || errno == ENOTDIR));
+                if (raced) {
+                    spdlog::info("reconcile: '{}' changed in SOURCE during the pass: {}", e.path, r.error().message);
+                    ++vanished_;
+                } else {
+                    spdlog::warn("reconcile: '{}': {}", e.path, r.error().message);
+                    ++errors_;
+                }
             }
             ++done;
             if (progress && std::chrono::steady_clock::now() - last_progress > std::chrono::seconds(2)) {
@@ -736,7 +752,8 @@ private:
                 if (r = sender(buf.data(), static_cast<std::size_t>(n)); !r) break;
             }
         }
-        if (r && read_total != static_cast<std::uint64_t>(st.st_size)) r = fail("changed while being read");
+        // EAGAIN marks the race with a writer (see the pass loop), not a failure to read.
+        if (r && read_total != static_cast<std::uint64_t>(st.st_size)) r = fail("changed while being read", EAGAIN);
         if (!r) {
             if (r.error().code == ENOTCONN) return r;
             if (auto a = ch_.send(proto::ContentAbort{seq}); !a) return wrap(a);
@@ -774,6 +791,7 @@ private:
     std::map<std::pair<std::uint64_t, std::uint64_t>, std::string> links_;
     std::optional<std::vector<SrcEntry>> whole_source_;  // run_paths: SOURCE walked for hard links
     std::uint64_t changed_ = 0, bytes_ = 0, errors_ = 0;
+    std::uint64_t vanished_ = 0;  // entries renamed, deleted or written to while the pass ran
     std::string conn_lost_;
 };
 

@@ -190,7 +190,8 @@ Result<std::unique_ptr<Replicator>> Replicator::create(ReplicatorOptions options
     std::uint64_t max_cursor = 0;
     for (const auto& m : options.mirrors) max_cursor = std::max(max_cursor, load_cursor(options.state_dir, m));
     bool fresh = false;
-    // Segments are the unit of trimming: a cap holds at least four of them.
+    // Segments are the unit of trimming: a quarter of the cap each (a chunk of 256 KiB may
+    // overshoot that under a small cap, which then keeps fewer, larger segments).
     const std::uint64_t segment_bytes =
         options.journal_max == 0 ? JournalOptions{}.segment_bytes
                                  : std::min(JournalOptions{}.segment_bytes, options.journal_max / 4);
