@@ -378,22 +378,19 @@ void Journal::trim(std::uint64_t acked) noexcept {
 }
 
 std::uint64_t Journal::trim_to_size(std::uint64_t max_bytes) noexcept {
-    std::vector<std::string> doomed;
+    // The seq trim() must treat as acknowledged for the oldest segments to go until the
+    // rest fits (segments are only added at the back meanwhile, by the flusher).
     std::uint64_t dropped_through = 0;
     {
         std::lock_guard lock(mu_);
         std::uint64_t total = 0;
         for (const auto& s : segments_) total += s.durable_end;
-        while (segments_.size() > 1 && total > max_bytes) {
-            total -= segments_.front().durable_end;
-            dropped_through = segments_[1].first_seq - 1;
-            doomed.push_back(segments_.front().path);
-            segments_.erase(segments_.begin());
+        for (std::size_t i = 0; i + 1 < segments_.size() && total > max_bytes; ++i) {
+            total -= segments_[i].durable_end;
+            dropped_through = segments_[i + 1].first_seq - 1;
         }
     }
-    for (const auto& p : doomed) {
-        if (::unlink(p.c_str()) != 0) spdlog::warn("{}: cannot delete trimmed segment: {}", p, errstr(errno));
-    }
+    if (dropped_through != 0) trim(dropped_through);
     return dropped_through;
 }
 
