@@ -11,19 +11,14 @@
 #include <sstream>
 #include <string>
 
+#include "tests/support/temp_dir.h"
+
 namespace sfs {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        char tmpl[] = "/tmp/syncfs-log-XXXXXX";
-        path = ::mkdtemp(tmpl);
-    }
-    ~TempDir() { fs::remove_all(path); }
-};
+using testsupport::TempDir;
 
 std::string read_file(const fs::path& p) {
     std::ifstream in(p);
@@ -43,50 +38,50 @@ spdlog::logger make_logger(const fs::path& file) {
 // logrotate's default (create): the file is renamed and a new one expected at the path.
 TEST(LogFileSink, RotatedByRenameTheNextLineGoesToANewFile) {
     TempDir d;
-    auto logger = make_logger(d.path / "syncfsd.log");
+    auto logger = make_logger(d / "syncfsd.log");
     logger.info("before rotation");
-    fs::rename(d.path / "syncfsd.log", d.path / "syncfsd.log.1");
+    fs::rename(d / "syncfsd.log", d / "syncfsd.log.1");
     logger.info("after rotation");
-    EXPECT_EQ(read_file(d.path / "syncfsd.log.1"), "before rotation\n");
-    EXPECT_EQ(read_file(d.path / "syncfsd.log"), "after rotation\n");
+    EXPECT_EQ(read_file(d / "syncfsd.log.1"), "before rotation\n");
+    EXPECT_EQ(read_file(d / "syncfsd.log"), "after rotation\n");
 }
 
 // `rotate 0` or an operator's rm: writing on to the unlinked inode would lose every line.
 TEST(LogFileSink, DeletedFileIsCreatedAgain) {
     TempDir d;
-    auto logger = make_logger(d.path / "l");
+    auto logger = make_logger(d / "l");
     logger.info("one");
-    fs::remove(d.path / "l");
+    fs::remove(d / "l");
     logger.info("two");
-    EXPECT_EQ(read_file(d.path / "l"), "two\n");
+    EXPECT_EQ(read_file(d / "l"), "two\n");
 }
 
 // copytruncate: the same inode, emptied; O_APPEND writes go on at its new end.
 TEST(LogFileSink, TruncatedInPlaceContinuesAtTheStart) {
     TempDir d;
-    auto logger = make_logger(d.path / "l");
+    auto logger = make_logger(d / "l");
     logger.info("one");
-    ASSERT_EQ(::truncate((d.path / "l").c_str(), 0), 0);
+    ASSERT_EQ(::truncate((d / "l").c_str(), 0), 0);
     logger.info("two");
-    EXPECT_EQ(read_file(d.path / "l"), "two\n");
+    EXPECT_EQ(read_file(d / "l"), "two\n");
 }
 
 // The check runs at most once per interval: between checks lines go to the open file.
 TEST(LogFileSink, ChecksThePathAtMostOncePerInterval) {
     TempDir d;
-    auto sink = LogFileSink::open(d.path / "l", std::chrono::hours(1));
+    auto sink = LogFileSink::open(d / "l", std::chrono::hours(1));
     ASSERT_TRUE(sink.has_value());
     spdlog::logger logger("test", std::move(*sink));
     logger.set_pattern("%v");
-    fs::rename(d.path / "l", d.path / "l.1");
+    fs::rename(d / "l", d / "l.1");
     logger.info("still old");
-    EXPECT_EQ(read_file(d.path / "l.1"), "still old\n");
-    EXPECT_FALSE(fs::exists(d.path / "l"));
+    EXPECT_EQ(read_file(d / "l.1"), "still old\n");
+    EXPECT_FALSE(fs::exists(d / "l"));
 }
 
 TEST(LogFileSink, UnopenableFileIsAnErrorNamingIt) {
     TempDir d;
-    auto sink = LogFileSink::open(d.path / "no-such-dir" / "l");
+    auto sink = LogFileSink::open(d / "no-such-dir" / "l");
     ASSERT_FALSE(sink.has_value());
     EXPECT_NE(sink.error().message.find("no-such-dir/l: cannot open log file"), std::string::npos)
         << sink.error().message;
@@ -95,12 +90,12 @@ TEST(LogFileSink, UnopenableFileIsAnErrorNamingIt) {
 // When the directory went away the sink keeps the file it has rather than dropping lines.
 TEST(LogFileSink, ReopenFailureKeepsWritingToTheOpenFile) {
     TempDir d;
-    fs::create_directory(d.path / "logs");
-    auto logger = make_logger(d.path / "logs" / "l");
+    fs::create_directory(d / "logs");
+    auto logger = make_logger(d / "logs" / "l");
     logger.info("one");
-    fs::rename(d.path / "logs", d.path / "moved");
+    fs::rename(d / "logs", d / "moved");
     logger.info("two");
-    EXPECT_EQ(read_file(d.path / "moved" / "l"), "one\ntwo\n");
+    EXPECT_EQ(read_file(d / "moved" / "l"), "one\ntwo\n");
 }
 
 }  // namespace

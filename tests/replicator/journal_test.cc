@@ -15,6 +15,7 @@
 #include <fstream>
 
 #include "replicator/state_files.h"
+#include "tests/support/temp_dir.h"
 
 namespace sfs::repl {
 namespace {
@@ -22,13 +23,8 @@ namespace {
 namespace stdfs = std::filesystem;
 using namespace std::chrono_literals;
 
-struct TempDir {
-    std::string path;
-    TempDir() {
-        char tmpl[] = "/tmp/journal_test.XXXXXX";
-        path = ::mkdtemp(tmpl);
-    }
-    ~TempDir() { stdfs::remove_all(path); }
+struct TempDir : testsupport::TempDir {
+    TempDir() : testsupport::TempDir("journal_test") {}
 };
 
 fs::ChangeRecord make_record(std::uint64_t i) {
