@@ -78,6 +78,16 @@ std::vector<DecodedRecord> read_all(const Journal& j, std::uint64_t after = 0) {
     return out;
 }
 
+// Appends records 1..n, durable every 10 of them: a segment rotates between batches, never
+// inside one, so small segments fill up one after another.
+::testing::AssertionResult append_in_batches(Journal& j, std::uint64_t n) {
+    for (std::uint64_t i = 1; i <= n; ++i) {
+        j.append(make_record(i));
+        if (i % 10 == 0 && !j.wait_durable(i, 10s)) return ::testing::AssertionFailure() << "record " << i << " not durable";
+    }
+    return ::testing::AssertionSuccess();
+}
+
 std::vector<std::string> segment_files(const std::string& dir) {
     std::vector<std::string> files;
     for (auto& e : stdfs::directory_iterator(dir)) {
@@ -182,13 +192,7 @@ TEST(Journal, FlippedByteInTheTailIsTornButInAnOlderSegmentIsCorruption) {
     {
         auto j = Journal::open(dir.path, {.segment_bytes = 2048});
         ASSERT_TRUE(j);
-        // Durable in small batches: a segment rotates between batches, never inside one.
-        for (std::uint64_t i = 1; i <= 100; ++i) {
-            (*j)->append(make_record(i));
-            if (i % 10 == 0) {
-            ASSERT_TRUE((*j)->wait_durable(i, 10s));
-        }
-        }
+        ASSERT_TRUE(append_in_batches(**j, 100));
     }
     auto files = segment_files(dir.path);
     ASSERT_GE(files.size(), 3u);
@@ -220,12 +224,7 @@ TEST(Journal, TrimDeletesOnlySegmentsBelowTheCursor) {
     TempDir dir;
     auto j = Journal::open(dir.path, {.segment_bytes = 2048});
     ASSERT_TRUE(j);
-    for (std::uint64_t i = 1; i <= 200; ++i) {
-        (*j)->append(make_record(i));
-        if (i % 10 == 0) {
-            ASSERT_TRUE((*j)->wait_durable(i, 10s));
-        }
-    }
+    ASSERT_TRUE(append_in_batches(**j, 200));
     const auto before = segment_files(dir.path).size();
     ASSERT_GT(before, 4u);
     (*j)->trim(100);
@@ -255,12 +254,7 @@ TEST(Journal, TrimToSizeDropsTheOldestSegmentsOnly) {
     TempDir dir;
     auto j = Journal::open(dir.path, {.segment_bytes = 2048});
     ASSERT_TRUE(j);
-    for (std::uint64_t i = 1; i <= 300; ++i) {
-        (*j)->append(make_record(i));
-        if (i % 10 == 0) {
-            ASSERT_TRUE((*j)->wait_durable(i, 10s));  // a segment rotates between batches
-        }
-    }
+    ASSERT_TRUE(append_in_batches(**j, 300));
     const std::uint64_t total = (*j)->stored_bytes();
     ASSERT_GT(total, 8192u);
     EXPECT_EQ((*j)->trim_to_size(total), 0u);  // fits already
